@@ -1,0 +1,354 @@
+"""The ``mofusion`` command line: train, generate, render, data, evaluate.
+
+Every user error ends as one line ``mofusion: error: ...`` and exit status 2; nothing half-written is
+left behind (all writers are atomic).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .errors import MofusionError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="mofusion: synthesise and edit 3D human motion with denoising diffusion (MoFusion).",
+)
+data_app = typer.Typer(no_args_is_help=True, help="Prepare and inspect motion data sets.")
+evaluate_app = typer.Typer(no_args_is_help=True, help="Measure generated motions against real data.")
+app.add_typer(data_app, name="data")
+app.add_typer(evaluate_app, name="evaluate")
+
+
+def _echo(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+# -- train -----------------------------------------------------------------------------------------
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (logs, checkpoints).")],
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="Data folder (Bandai-Namco folder or BVH folder) or a .npz pack."),
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="Starting configuration: bandai, bandai-small or tiny.")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML or JSON config file.")] = None,
+    subset: Annotated[
+        list[str] | None, typer.Option("--subset", help="Bandai-Namco archive(s) to use, e.g. dataset-2.")
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", help="Stop after this many optimiser steps.")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue a run (its directory or a checkpoint).")
+    ] = None,
+    no_kinematic: Annotated[
+        bool, typer.Option("--no-kinematic", help="Train without the kinematic losses.")
+    ] = False,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a field: section.field=value.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or auto.")] = None,
+    cache: Annotated[
+        Path | None, typer.Option(help="Cache folder (default $MOFUSION_CACHE or ~/.cache/mofusion).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train a motion diffusion model."""
+    from .checkpoint import load_checkpoint
+    from .config import MofusionConfig, load_config_file, preset_config
+    from .training import Trainer
+
+    cfg = preset_config(preset) if preset else MofusionConfig()
+    if config is not None:
+        cfg = cfg.updated(load_config_file(config))
+    overrides: dict = {"data": {}, "train": {}, "loss": {}}
+    if resume is not None and data is None:
+        data = load_checkpoint(resume).config.data.path
+    if data is not None:
+        overrides["data"]["path"] = str(data)
+    if subset:
+        overrides["data"]["subsets"] = list(subset)
+    if max_steps is not None:
+        overrides["train"]["max_steps"] = max_steps
+    if device is not None:
+        overrides["train"]["device"] = device
+    if no_kinematic:
+        overrides["loss"]["kinematic"] = False
+    cfg = cfg.updated(overrides, set_ or [])
+    if not cfg.data.path:
+        raise MofusionError("no data: pass --data PATH")
+    started = time.perf_counter()
+    trainer = Trainer(cfg, out, resume=resume, progress=not quiet, cache=cache)
+    _echo(
+        f"model: {trainer.model.num_parameters() / 1e6:.2f} M parameters; data: "
+        f"{trainer.dataset.collection.num_clips} clips, {len(trainer.dataset.split['train'])} for training; "
+        f"features: {trainer.dataset.spec.dim}; device: {trainer.device}"
+    )
+    result = trainer.fit()
+    minutes = (time.perf_counter() - started) / 60
+    val = f", val loss {result.last_val['val_loss']:.4f}" if result.last_val else ""
+    _echo(f"trained to step {result.step} in {minutes:.1f} min{val}; checkpoint: {result.checkpoint}")
+
+
+# -- generate --------------------------------------------------------------------------------------
+
+
+@app.command()
+def generate(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Checkpoint or run directory.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .bvh, .npy or .npz.")],
+    seconds: Annotated[float, typer.Option(help="Duration of each motion.")] = 6.0,
+    num_samples: Annotated[int, typer.Option("--num-samples", "-n", help="How many motions.")] = 1,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same motions).")] = 0,
+    sampler: Annotated[str | None, typer.Option(help="ddim or ddpm (default: the checkpoint's).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps (default: the checkpoint's).")] = None,
+    eta: Annotated[float | None, typer.Option(help="DDIM eta (0: deterministic).")] = None,
+    render: Annotated[
+        Path | None, typer.Option("--render", help="Also write a stick-figure .mp4 or .gif.")
+    ] = None,
+    bvh_fps: Annotated[
+        float | None, typer.Option("--bvh-fps", help="Resample BVH output to this frame rate.")
+    ] = None,
+    no_ik: Annotated[
+        bool,
+        typer.Option("--no-ik", help="Write the predicted rotations as they are (no fit to the positions)."),
+    ] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Generate motions with a trained model and write them as BVH or joint positions."""
+    from .export import MOTION_SUFFIXES, check_output, save_bvh, save_positions
+    from .pipeline import MotionPipeline
+    from .render import VIDEO_SUFFIXES
+
+    out = check_output(out, MOTION_SUFFIXES)
+    if render is not None:
+        render = check_output(render, VIDEO_SUFFIXES)
+    if not 1 <= num_samples <= 1000:
+        raise MofusionError(f"--num-samples must be between 1 and 1000, got {num_samples}")
+    if bvh_fps is not None and not 1 <= bvh_fps <= 240:
+        raise MofusionError(f"--bvh-fps must be between 1 and 240, got {bvh_fps}")
+    pipe = MotionPipeline.from_checkpoint(checkpoint, device)
+    frames = pipe.frames_for(seconds)
+    result = pipe.generate(
+        num_samples, frames, seed=seed, sampler=sampler, steps=steps, eta=eta, progress=not quiet
+    )
+    meta = {"checkpoint": str(checkpoint), "seed": seed, "seconds": seconds}
+    if out.suffix.lower() == ".bvh":
+        motions = [pipe.to_motion(f, ik=not no_ik) for f in result.features]
+        written = save_bvh(out, motions, pipe.file_scale, bvh_fps)
+    else:
+        written = save_positions(out, result.positions.numpy(), pipe.spec.skeleton, pipe.fps, meta)
+    if render is not None:
+        from .render import render_video
+
+        skeleton = pipe.spec.skeleton
+        titles = [f"seed {seed} #{i}" for i in range(num_samples)] if num_samples > 1 else None
+        written.append(
+            render_video(
+                render, list(result.positions.numpy()), skeleton.parents, pipe.fps, skeleton.names, titles
+            )
+        )
+    for path in written:
+        typer.echo(str(path))
+
+
+# -- export ----------------------------------------------------------------------------------------
+
+
+@app.command("export")
+def export_command(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Checkpoint or run directory.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the inference-only checkpoint.")],
+    half: Annotated[bool, typer.Option("--half", help="Store weights as float16 (half the size).")] = False,
+) -> None:
+    """Write an inference-only copy of a checkpoint (EMA weights, config, normaliser; no optimiser)."""
+    from .checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    save_checkpoint(
+        out, ckpt.config, ckpt.spec, ckpt.normalizer, ckpt.weights, ckpt.step, ckpt.file_scale, half=half
+    )
+    size = sum(p.stat().st_size for p in out.iterdir()) / 2**20
+    typer.echo(f"{out} ({size:.1f} MiB)")
+
+
+# -- render ----------------------------------------------------------------------------------------
+
+
+@app.command("render")
+def render_command(
+    source: Annotated[Path, typer.Argument(help="A .bvh file, or a .npy/.npz written by generate.")],
+    out: Annotated[Path, typer.Argument(help="Output .mp4 or .gif.")],
+    scale: Annotated[float, typer.Option(help="BVH length unit in metres (0: guess; cm -> 0.01).")] = 0.0,
+) -> None:
+    """Draw a motion file as a stick-figure video."""
+    from .bvh import read_bvh
+    from .data.dataset import guess_file_scale
+    from .errors import InputError
+    from .export import check_output
+    from .render import VIDEO_SUFFIXES, render_video
+
+    out = check_output(out, VIDEO_SUFFIXES)
+    suffix = source.suffix.lower()
+    if suffix == ".bvh":
+        data = read_bvh(source)
+        factor = scale or guess_file_scale(data.skeleton)
+        positions = data.positions()[None] * factor
+        parents, names, fps = data.skeleton.parents, data.skeleton.names, data.fps
+    elif suffix in (".npy", ".npz"):
+        positions, parents, names, fps = _read_positions(source)
+    else:
+        raise InputError(source, "expected a .bvh, .npy or .npz file")
+    render_video(out, list(positions), parents, fps, names)
+    typer.echo(str(out))
+
+
+def _read_positions(source: Path):  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from .errors import InputError
+
+    try:
+        if source.suffix.lower() == ".npz":
+            with np.load(source, allow_pickle=False) as z:
+                positions, fps = z["positions"], float(z["fps"])
+                parents, names = [int(p) for p in z["parents"]], [str(n) for n in z["joint_names"]]
+        else:
+            positions = np.load(source, allow_pickle=False)
+            sidecar = source.with_suffix(source.suffix + ".json")
+            if not sidecar.is_file():
+                raise InputError(source, f"needs its sidecar {sidecar.name} (fps, parents) to be rendered")
+            meta = json.loads(sidecar.read_text(encoding="utf-8"))
+            fps, parents, names = float(meta["fps"]), list(meta["parents"]), list(meta["joint_names"])
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        raise InputError(source, f"cannot read joint positions ({exc})") from None
+    if positions.ndim == 3:
+        positions = positions[None]
+    if positions.ndim != 4 or positions.shape[-1] != 3 or positions.shape[2] != len(parents):
+        raise InputError(source, f"expected positions (N, T, {len(parents)}, 3), got {positions.shape}")
+    return positions, parents, names, fps
+
+
+@app.command("plot")
+def plot_command(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories (or metrics.jsonl files).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .png.")],
+    label: Annotated[list[str] | None, typer.Option("--label", help="A label per run.")] = None,
+) -> None:
+    """Plot training and validation loss curves of one or more runs."""
+    from .export import check_output
+    from .plots import plot_curves
+
+    out = check_output(out, (".png", ".pdf", ".svg"))
+    if label and len(label) != len(runs):
+        raise MofusionError("give one --label per run")
+    typer.echo(str(plot_curves(runs, out, label)))
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+
+@data_app.command("prepare")
+def data_prepare(
+    data: Annotated[str, typer.Option("--data", help="Data folder.")],
+    subset: Annotated[list[str] | None, typer.Option("--subset")] = None,
+    fps: Annotated[float, typer.Option(help="Frame rate of the features.")] = 20.0,
+    cache: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Process a data set into the feature cache and print what it holds."""
+    from .config import DataConfig
+    from .data.dataset import load_dataset
+
+    dataset = load_dataset(DataConfig(path=data, subsets=list(subset or []), fps=fps), cache)
+    c = dataset.collection
+    typer.echo(
+        f"{c.num_clips} clips, {len(c.features)} frames "
+        f"({len(c.features) / fps / 60:.1f} min at {fps:g} fps); "
+        f"skeleton {c.spec.skeleton.describe()}; features {c.spec.describe()}; "
+        f"split {', '.join(f'{k} {len(v)}' for k, v in dataset.split.items())} ({dataset.split_path})"
+    )
+
+
+@data_app.command("pack")
+def data_pack(
+    data: Annotated[str, typer.Option("--data", help="Data folder.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .npz.")],
+    subset: Annotated[list[str] | None, typer.Option("--subset")] = None,
+    fps: Annotated[float, typer.Option()] = 20.0,
+    cache: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Write the resampled motions as a compact .npz that --data accepts (to carry to a GPU machine)."""
+    from .config import DataConfig
+    from .data.dataset import write_motion_pack
+
+    collection = write_motion_pack(DataConfig(path=data, subsets=list(subset or []), fps=fps), out, cache)
+    typer.echo(f"{out} ({out.stat().st_size / 2**20:.1f} MiB, {collection.num_clips} clips)")
+
+
+# -- evaluate --------------------------------------------------------------------------------------
+
+
+@evaluate_app.command("kinematics")
+def evaluate_kinematics(
+    checkpoint: Annotated[list[Path], typer.Option("--checkpoint", "-c", help="Model(s) to compare.")],
+    data: Annotated[
+        str | None, typer.Option("--data", help="Data for the real rows (default: the first model's).")
+    ] = None,
+    num_samples: Annotated[int, typer.Option("--num-samples", "-n")] = 20,
+    seconds: Annotated[float, typer.Option()] = 6.0,
+    seed: Annotated[int, typer.Option()] = 0,
+    sampler: Annotated[str | None, typer.Option(help="ddpm or ddim (default: each checkpoint's).")] = None,
+    steps: Annotated[int | None, typer.Option()] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the table as JSON.")] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", help="A row name per checkpoint.")] = None,
+    device: Annotated[str, typer.Option()] = "auto",
+    cache: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Bone-length consistency, left/right symmetry and foot skating of generated vs real motions."""
+    if label and len(label) != len(checkpoint):
+        raise MofusionError("give one --label per --checkpoint")
+    from .evaluation import format_table, kinematics_table
+
+    rows = kinematics_table(
+        checkpoint, data, num_samples, seconds, seed, sampler, steps, device, cache, label
+    )
+    typer.echo(format_table(rows))
+    if out is not None:
+        from ._io import atomic_write_json
+
+        atomic_write_json(out, rows)
+        typer.echo(str(out))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI and turn user errors into one line and exit status 2."""
+    try:
+        app(args=argv, prog_name="mofusion")
+    except SystemExit as exc:  # typer exits on its own after a command or a usage error
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except MofusionError as exc:
+        print(f"mofusion: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mofusion: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""MoFusion's denoiser: a 1-D convolutional U-Net over time with cross-attention to a condition.
+
+Layout (Dabral et al. 2023, Fig. 2), for stage widths ``c_1 < c_2 < ... < c_S``::
+
+    x (B, C, T) -> conv -> [ResBlock x n -> CrossAttention -> Downsample]  stages 1..S-1
+                           [ResBlock x n -> CrossAttention]                  stage S (bottom)
+                           [concat skip -> ResBlock x n -> CrossAttention -> Upsample] stages S-1..1
+                -> GroupNorm -> SiLU -> conv (zero-initialised) -> + s(t) * W x -> eps (B, C, T)
+
+The last term is a full-width 1x1 convolution of the input, scaled per channel by the step: the
+noise is full-rank, so without it a first stage narrower than the feature vector (128 channels for
+257 features) caps the noise loss near (C - c_1) / C, about 0.5, at every step (measured).
+
+Every ResBlock receives the diffusion step as a sinusoidal embedding (through an MLP) that scales
+and shifts its normalised activations. Every cross-attention block lets each time step attend to the
+condition tokens ``(B, L, D)``. When there is no condition (unconditional generation, or the dropped
+condition of classifier-free guidance), the block attends to learned null tokens instead.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import DenoiserConfig
+from .errors import MofusionError
+
+
+def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
+    """Sinusoidal embedding ``(B, dim)`` of (possibly fractional) diffusion steps ``t (B,)``."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat((torch.cos(args), torch.sin(args)), dim=-1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+def _zero(module: nn.Module) -> nn.Module:
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class ResBlock1D(nn.Module):
+    """GroupNorm -> SiLU -> conv, then the step embedding as scale and shift, -> GroupNorm -> SiLU ->
+    dropout -> conv (zero-initialised), plus a residual (1x1 conv when widths differ)."""
+
+    def __init__(
+        self, in_ch: int, out_ch: int, time_dim: int, groups: int, kernel: int, dropout: float
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, in_ch)
+        self.conv1 = nn.Conv1d(in_ch, out_ch, kernel, padding=kernel // 2)
+        self.time = nn.Sequential(nn.SiLU(), nn.Linear(time_dim, 2 * out_ch))
+        self.norm2 = nn.GroupNorm(groups, out_ch)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = _zero(nn.Conv1d(out_ch, out_ch, kernel, padding=kernel // 2))
+        self.skip = nn.Conv1d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: Tensor, t_emb: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.time(t_emb)[:, :, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.skip(x) + h
+
+
+class CrossAttention1D(nn.Module):
+    """Each time step of ``x (B, C, T)`` attends to condition tokens ``(B, L, D)``; residual, and the
+    output projection starts at zero so a new block is the identity."""
+
+    def __init__(self, channels: int, cond_dim: int, heads: int, groups: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.GroupNorm(groups, channels)
+        self.cond_norm = nn.LayerNorm(cond_dim)
+        self.q = nn.Linear(channels, channels)
+        self.kv = nn.Linear(cond_dim, 2 * channels)
+        self.out = _zero(nn.Linear(channels, channels))
+
+    def forward(self, x: Tensor, cond: Tensor, cond_mask: Tensor | None) -> Tensor:
+        b, c, t = x.shape
+        q = self.q(self.norm(x).transpose(1, 2))  # (B, T, C)
+        k, v = self.kv(self.cond_norm(cond)).chunk(2, dim=-1)  # (B, L, C)
+        q, k, v = (z.reshape(b, z.shape[1], self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
+        attn_mask = None if cond_mask is None else cond_mask[:, None, None, :]
+        h = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        h = self.out(h.transpose(1, 2).reshape(b, t, c))
+        return x + h.transpose(1, 2)
+
+
+class Stage(nn.Module):
+    """ResBlocks followed by a cross-attention block: one U-Net stage."""
+
+    def __init__(self, in_ch: int, out_ch: int, cfg: DenoiserConfig) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            ResBlock1D(
+                in_ch if i == 0 else out_ch, out_ch, cfg.time_dim, cfg.groups, cfg.kernel_size, cfg.dropout
+            )
+            for i in range(cfg.blocks_per_stage)
+        )
+        self.attention = CrossAttention1D(out_ch, cfg.cond_dim, cfg.heads, cfg.groups)
+
+    def forward(self, x: Tensor, t_emb: Tensor, cond: Tensor, cond_mask: Tensor | None) -> Tensor:
+        for block in self.blocks:
+            x = block(x, t_emb)
+        return self.attention(x, cond, cond_mask)
+
+
+class MotionUNet1D(nn.Module):
+    """The denoiser ``eps = f(x_t, t, condition)``.
+
+    Args (forward):
+        x: ``(B, C, T)`` noisy normalised features; ``T`` a multiple of :attr:`length_multiple`.
+        t: ``(B,)`` diffusion steps.
+        cond: ``(B, L, D)`` condition tokens, or None for the null condition.
+        cond_mask: ``(B, L)`` True where a token is real (None: all are).
+        drop_cond: ``(B,)`` True where the condition is replaced by the null condition.
+    """
+
+    def __init__(self, cfg: DenoiserConfig) -> None:
+        super().__init__()
+        if cfg.feature_dim <= 0:
+            raise MofusionError("denoiser.feature_dim must be set from the data")
+        self.config = cfg
+        ch = cfg.channels
+        self.time_mlp = nn.Sequential(
+            nn.Linear(ch[0], cfg.time_dim), nn.SiLU(), nn.Linear(cfg.time_dim, cfg.time_dim)
+        )
+        self.null_cond = nn.Parameter(torch.randn(cfg.null_tokens, cfg.cond_dim) * 0.02)
+        self.input = nn.Conv1d(cfg.feature_dim, ch[0], cfg.kernel_size, padding=cfg.kernel_size // 2)
+        self.down = nn.ModuleList()
+        self.downsample = nn.ModuleList()
+        previous = ch[0]
+        for i, width in enumerate(ch):
+            self.down.append(Stage(previous, width, cfg))
+            if i < len(ch) - 1:
+                self.downsample.append(nn.Conv1d(width, width, 3, stride=2, padding=1))
+            previous = width
+        self.up = nn.ModuleList()
+        self.upsample = nn.ModuleList()
+        for i in reversed(range(len(ch) - 1)):
+            self.upsample.append(nn.Conv1d(previous, ch[i], 3, padding=1))
+            self.up.append(Stage(2 * ch[i], ch[i], cfg))
+            previous = ch[i]
+        self.output = nn.Sequential(
+            nn.GroupNorm(cfg.groups, ch[0]),
+            nn.SiLU(),
+            _zero(nn.Conv1d(ch[0], cfg.feature_dim, cfg.kernel_size, padding=cfg.kernel_size // 2)),
+        )
+        # A full-width linear path from input to output, scaled per channel by the step: the noise to
+        # predict is full-rank (one value per feature) while the first stage may be narrower than the
+        # feature vector, which would otherwise cap how much of the noise can pass.
+        # It starts as the identity (exact at the noisiest steps, where x_t is the noise).
+        self.input_skip = nn.Conv1d(cfg.feature_dim, cfg.feature_dim, 1)
+        self.input_skip_scale = _zero(nn.Linear(cfg.time_dim, cfg.feature_dim))
+        with torch.no_grad():
+            self.input_skip.weight.copy_(torch.eye(cfg.feature_dim)[:, :, None])
+            self.input_skip.bias.zero_()
+            self.input_skip_scale.bias.fill_(1.0)
+
+    @property
+    def length_multiple(self) -> int:
+        """Sequence lengths must be multiples of this (the time axis halves between stages)."""
+        return 2 ** (len(self.config.channels) - 1)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def null_condition(self, batch: int) -> Tensor:
+        return self.null_cond.unsqueeze(0).expand(batch, -1, -1)
+
+    def forward(
+        self,
+        x: Tensor,
+        t: Tensor,
+        cond: Tensor | None = None,
+        cond_mask: Tensor | None = None,
+        drop_cond: Tensor | None = None,
+    ) -> Tensor:
+        b, _, length = x.shape
+        if length % self.length_multiple:
+            raise MofusionError(
+                f"sequence length {length} is not a multiple of {self.length_multiple} (pad it first)"
+            )
+        cond, cond_mask = self._condition(b, cond, cond_mask, drop_cond, x.dtype)
+        t_emb = self.time_mlp(timestep_embedding(t, self.config.channels[0]).to(x.dtype))
+        h = self.input(x)
+        skips = []
+        for i, stage in enumerate(self.down):
+            h = stage(h, t_emb, cond, cond_mask)
+            if i < len(self.downsample):
+                skips.append(h)
+                h = self.downsample[i](h)
+        for upsample, stage in zip(self.upsample, self.up, strict=True):
+            h = upsample(F.interpolate(h, scale_factor=2.0, mode="nearest"))
+            h = stage(torch.cat((h, skips.pop()), dim=1), t_emb, cond, cond_mask)
+        return self.output(h) + self.input_skip_scale(t_emb)[:, :, None] * self.input_skip(x)
+
+    def _condition(
+        self, b: int, cond: Tensor | None, cond_mask: Tensor | None, drop: Tensor | None, dtype: torch.dtype
+    ) -> tuple[Tensor, Tensor | None]:
+        null = self.null_condition(b).to(dtype)
+        if cond is None:
+            return null, None
+        cond = cond.to(dtype)
+        if drop is None or not bool(drop.any()):
+            return cond, cond_mask
+        # replace dropped rows by the null tokens (padded to the condition's length, masked)
+        length = max(cond.shape[1], null.shape[1])
+        cond = F.pad(cond, (0, 0, 0, length - cond.shape[1]))
+        null = F.pad(null, (0, 0, 0, length - null.shape[1]))
+        real = (
+            torch.ones(cond.shape[:2], dtype=torch.bool, device=cond.device)
+            if cond_mask is None
+            else F.pad(cond_mask, (0, length - cond_mask.shape[1]))
+        )
+        null_mask = torch.zeros_like(real)
+        null_mask[:, : self.null_cond.shape[0]] = True
+        drop = drop.to(torch.bool)
+        cond = torch.where(drop[:, None, None], null, cond)
+        mask = torch.where(drop[:, None], null_mask, real)
+        return cond, mask

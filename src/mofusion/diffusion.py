@@ -1,0 +1,262 @@
+"""The diffusion process, kept apart from the model (as improved-diffusion and diffusers do).
+
+:class:`NoiseSchedule` holds the forward process q(x_t | x_0); the samplers run the reverse process
+with any ``model_fn(x_t, t) -> eps``; they follow diffusers' ``set_timesteps`` / ``step`` interface
+and run on a subset of the training steps ("respacing"), which is how a 1000-step model samples in 50.
+
+Notation: ``alpha_bar[t]`` is the product of ``1 - beta`` up to step ``t``; ``t = 0`` is the least
+noisy step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .config import DiffusionConfig
+from .errors import MofusionError
+
+ModelFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def make_betas(cfg: DiffusionConfig) -> np.ndarray:
+    """Betas in float64: linear (Ho et al. 2020) or cosine (Nichol & Dhariwal 2021, eq. 17, s=0.008)."""
+    if cfg.schedule == "linear":
+        return np.linspace(cfg.beta_start, cfg.beta_end, cfg.num_steps, dtype=np.float64)
+    s = 0.008
+    steps = np.arange(cfg.num_steps + 1, dtype=np.float64) / cfg.num_steps
+    f = np.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    alpha_bar = f / f[0]
+    return np.clip(1 - alpha_bar[1:] / alpha_bar[:-1], 0.0, 0.999)
+
+
+class NoiseSchedule:
+    """Coefficients of the forward process, as float32 tensors on one device."""
+
+    def __init__(self, cfg: DiffusionConfig, device: torch.device | str = "cpu") -> None:
+        self.config = cfg
+        betas = make_betas(cfg)
+        self.num_steps = len(betas)
+        self.alpha_bar64 = np.cumprod(1.0 - betas)
+        self.device = torch.device(device)
+        as_tensor = lambda a: torch.tensor(a, dtype=torch.float32, device=self.device)  # noqa: E731
+        self.betas = as_tensor(betas)
+        self.alpha_bar = as_tensor(self.alpha_bar64)
+        self.sqrt_alpha_bar = as_tensor(np.sqrt(self.alpha_bar64))
+        self.sqrt_one_minus_alpha_bar = as_tensor(np.sqrt(1.0 - self.alpha_bar64))
+        self.sqrt_recip_alpha_bar = as_tensor(np.sqrt(1.0 / self.alpha_bar64))
+        self.sqrt_recipm1_alpha_bar = as_tensor(np.sqrt(1.0 / self.alpha_bar64 - 1.0))
+
+    def to(self, device: torch.device | str) -> NoiseSchedule:
+        return self if torch.device(device) == self.device else NoiseSchedule(self.config, device)
+
+    @staticmethod
+    def _at(coef: Tensor, t: Tensor, like: Tensor) -> Tensor:
+        """``coef[t]`` shaped to broadcast against ``like`` (batch first)."""
+        return coef[t].to(like.dtype).reshape((-1,) + (1,) * (like.ndim - 1))
+
+    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps   (Ho et al. eq. 4)."""
+        return (
+            self._at(self.sqrt_alpha_bar, t, x0) * x0 + self._at(self.sqrt_one_minus_alpha_bar, t, x0) * noise
+        )
+
+    def predict_x0(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)."""
+        return (
+            self._at(self.sqrt_recip_alpha_bar, t, x_t) * x_t
+            - self._at(self.sqrt_recipm1_alpha_bar, t, x_t) * eps
+        )
+
+    def predict_eps(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
+        return (self._at(self.sqrt_recip_alpha_bar, t, x_t) * x_t - x0) / self._at(
+            self.sqrt_recipm1_alpha_bar, t, x_t
+        )
+
+    def alpha_bar_at(self, t: Tensor) -> Tensor:
+        return self.alpha_bar[t]
+
+    def sample_timesteps(self, batch: int, generator: torch.Generator | None = None) -> Tensor:
+        """Uniform training steps ``(B,)``, drawn on the generator's device."""
+        device = generator.device if generator is not None else self.device
+        return torch.randint(0, self.num_steps, (batch,), generator=generator, device=device).to(self.device)
+
+
+@dataclass
+class StepOutput:
+    """``prev_sample``: x at the next (less noisy) step; ``pred_x0``: the denoised estimate."""
+
+    prev_sample: Tensor
+    pred_x0: Tensor
+
+
+def spaced_timesteps(num_train_steps: int, num_steps: int) -> np.ndarray:
+    """``num_steps`` descending steps from ``T - 1`` to ``0``, evenly spaced (both ends included)."""
+    if not 1 <= num_steps <= num_train_steps:
+        raise MofusionError(f"sampling steps must be between 1 and {num_train_steps}, got {num_steps}")
+    steps = np.unique(np.round(np.linspace(0, num_train_steps - 1, num_steps)).astype(np.int64))[::-1]
+    return steps.copy()
+
+
+class _Sampler:
+    def __init__(self, schedule: NoiseSchedule, clip: Tensor | None = None) -> None:
+        self.schedule = schedule
+        self.timesteps = spaced_timesteps(schedule.num_steps, schedule.num_steps)
+        self.clip = clip
+
+    def set_timesteps(self, num_steps: int) -> None:
+        self.timesteps = spaced_timesteps(self.schedule.num_steps, num_steps)
+
+    def _estimate(self, eps: Tensor, x_t: Tensor, alpha_bar: float) -> tuple[Tensor, Tensor]:
+        """x_0 from eps (Ho et al. eq. 15); with a clip bound, x_0 is clamped to it and eps is
+        recomputed from the clamped x_0 so that the step stays consistent (as diffusers does)."""
+        x0 = (x_t - math.sqrt(1 - alpha_bar) * eps) / math.sqrt(alpha_bar)
+        if self.clip is None:
+            return x0, eps
+        bound = self.clip.to(x0.device, x0.dtype).reshape((1, -1) + (1,) * (x0.ndim - 2))
+        x0 = torch.maximum(torch.minimum(x0, bound), -bound)
+        eps = (x_t - math.sqrt(alpha_bar) * x0) / math.sqrt(1 - alpha_bar)
+        return x0, eps
+
+    def _alpha_bars(self, index: int) -> tuple[float, float]:
+        t = int(self.timesteps[index])
+        prev = int(self.timesteps[index + 1]) if index + 1 < len(self.timesteps) else -1
+        ab = self.schedule.alpha_bar64
+        return float(ab[t]), float(ab[prev]) if prev >= 0 else 1.0
+
+    def t_tensor(self, index: int, batch: int) -> Tensor:
+        return torch.full((batch,), int(self.timesteps[index]), dtype=torch.long, device=self.schedule.device)
+
+
+class DDPMSampler(_Sampler):
+    """Ancestral sampling (Ho et al. 2020, Alg. 2) on the chosen steps, with the posterior variance.
+
+    On a respaced subset, the betas between kept steps are ``1 - alpha_bar_t / alpha_bar_s`` (Nichol
+    & Dhariwal 2021, sec. 4), so the process stays the trained one.
+    """
+
+    def step(
+        self, eps: Tensor, index: int, x_t: Tensor, generator: torch.Generator | None = None
+    ) -> StepOutput:
+        # 1. alpha_bar at this step (t) and the next kept step (s); the beta that joins them
+        ab_t, ab_s = self._alpha_bars(index)
+        beta = 1 - ab_t / ab_s
+        # 2. predicted x_0 (eq. 15), clipped to the data's range when a bound is set
+        x0, _ = self._estimate(eps, x_t, ab_t)
+        # 3. posterior mean of q(x_s | x_t, x_0) (eq. 7)
+        mean = (math.sqrt(ab_s) * beta / (1 - ab_t)) * x0 + (
+            math.sqrt(1 - beta) * (1 - ab_s) / (1 - ab_t)
+        ) * x_t
+        if index + 1 >= len(self.timesteps):
+            return StepOutput(mean, x0)
+        # 4. add noise with the posterior variance beta~ = beta (1 - alpha_bar_s) / (1 - alpha_bar_t)
+        variance = beta * (1 - ab_s) / (1 - ab_t)
+        noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
+        return StepOutput(mean + math.sqrt(variance) * noise, x0)
+
+
+class DDIMSampler(_Sampler):
+    """DDIM (Song et al. 2021): deterministic for ``eta = 0``, DDPM-like for ``eta = 1``."""
+
+    def __init__(self, schedule: NoiseSchedule, eta: float = 0.0, clip: Tensor | None = None) -> None:
+        super().__init__(schedule, clip)
+        if eta < 0:
+            raise MofusionError("eta must be >= 0")
+        self.eta = eta
+
+    def step(
+        self, eps: Tensor, index: int, x_t: Tensor, generator: torch.Generator | None = None
+    ) -> StepOutput:
+        # 1. alpha_bar at t and at the next kept step s
+        ab_t, ab_s = self._alpha_bars(index)
+        # 2. predicted x_0 (DDIM eq. 12, "predicted x0"), clipped to the data's range when a bound is set
+        x0, eps = self._estimate(eps, x_t, ab_t)
+        # 3. sigma_t(eta) (eq. 16)
+        sigma = self.eta * math.sqrt((1 - ab_s) / (1 - ab_t)) * math.sqrt(1 - ab_t / ab_s)
+        # 4. direction pointing to x_t, and the step (eq. 12)
+        direction = math.sqrt(max(1 - ab_s - sigma**2, 0.0)) * eps
+        prev = math.sqrt(ab_s) * x0 + direction
+        if sigma > 0 and index + 1 < len(self.timesteps):
+            noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
+            prev = prev + sigma * noise
+        return StepOutput(prev, x0)
+
+
+Sampler = DDPMSampler | DDIMSampler
+
+
+def make_sampler(
+    schedule: NoiseSchedule, kind: str, steps: int, eta: float = 0.0, clip: Tensor | None = None
+) -> Sampler:
+    """A sampler on ``steps`` evenly spaced steps; ``clip`` bounds its x_0 estimates (per channel)."""
+    if kind == "ddpm":
+        sampler: Sampler = DDPMSampler(schedule, clip)
+    elif kind == "ddim":
+        sampler = DDIMSampler(schedule, eta, clip)
+    else:
+        raise MofusionError(f"unknown sampler {kind!r} (ddpm or ddim)")
+    sampler.set_timesteps(steps)
+    return sampler
+
+
+def sample_loop(
+    model_fn: ModelFn,
+    sampler: Sampler,
+    shape: tuple[int, ...],
+    generator: torch.Generator | None = None,
+    x_T: Tensor | None = None,
+    callback: Callable[[int, StepOutput], None] | None = None,
+) -> Tensor:
+    """Run the reverse process from ``x_T ~ N(0, I)`` and return x_0.
+
+    ``callback(index, output)`` is called after every step (progress bars, previews).
+    """
+    device = sampler.schedule.device
+    x = x_T if x_T is not None else torch.randn(shape, generator=generator, device=device)
+    for index in range(len(sampler.timesteps)):
+        t = sampler.t_tensor(index, x.shape[0])
+        out = sampler.step(model_fn(x, t), index, x, generator)
+        x = out.prev_sample
+        if callback is not None:
+            callback(index, out)
+    return x
+
+
+def guided(
+    model: torch.nn.Module,
+    cond: Tensor | None,
+    cond_mask: Tensor | None,
+    guidance_scale: float,
+) -> ModelFn:
+    """Classifier-free guidance (Ho & Salimans 2022): eps = eps_null + s (eps_cond - eps_null).
+
+    The conditional and null passes run as one batch of 2B. Without a condition, or with s = 1,
+    this is the plain model.
+    """
+    if cond is None or guidance_scale == 1.0:
+        return lambda x, t: model(x, t, cond, cond_mask)
+
+    def fn(x: Tensor, t: Tensor) -> Tensor:
+        b = x.shape[0]
+        drop = torch.cat((torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool))).to(x.device)
+        mask2 = None if cond_mask is None else torch.cat((cond_mask, cond_mask))
+        eps = model(torch.cat((x, x)), torch.cat((t, t)), torch.cat((cond, cond)), mask2, drop)
+        eps_cond, eps_null = eps.chunk(2)
+        return eps_null + guidance_scale * (eps_cond - eps_null)
+
+    return fn
+
+
+def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator on ``device``, seeded (or from fresh entropy when ``seed`` is None)."""
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(int(seed))
+    return generator

@@ -1,0 +1,1 @@
+"""Evaluation metrics. Functions return numbers (never print); the CLI prints tables."""

@@ -1,0 +1,375 @@
+"""The training loop: AdamW, EMA, gradient clipping, bf16 autocast on GPU, validation, checkpoints.
+
+Determinism: every random draw of step ``k`` (the windows, ``t``, the noise, condition dropout and
+dropout masks) comes from generators seeded by ``(seed, k)``. A step therefore does not depend on the
+history of random draws, and ``--resume`` needs only the step, the weights, the optimiser and the EMA
+to continue exactly where a run stopped: 10 steps plus 10 resumed steps equal 20 straight steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ._io import atomic_write_json
+from .checkpoint import load_checkpoint, point_latest, prune_checkpoints, save_checkpoint
+from .config import MofusionConfig
+from .data.dataset import MotionDataset, WindowSampler, load_dataset
+from .denoiser import MotionUNet1D
+from .diffusion import NoiseSchedule
+from .errors import CheckpointError, MofusionError
+from .losses import LossTerms, diffusion_losses
+from .representation import MotionRepresentation, Normalizer
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise MofusionError(f"unknown device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MofusionError("device cuda was asked for, but no CUDA GPU is available")
+    return device
+
+
+def step_seed(seed: int, step: int, stream: str) -> int:
+    """A 63-bit seed for one random stream of one step."""
+    digest = hashlib.sha256(f"{seed}:{step}:{stream}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class EMA:
+    """Exponential moving average of parameters, with the usual warm-up ``min(d, (1+k)/(10+k))``."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        state = model.state_dict()
+        keys = [k for k, v in state.items() if v.is_floating_point()]
+        shadow = [self.shadow[k] for k in keys]
+        torch._foreach_mul_(shadow, d)
+        torch._foreach_add_(shadow, [state[k].detach().float() for k in keys], alpha=1 - d)
+        for k, v in state.items():
+            if not v.is_floating_point():
+                self.shadow[k].copy_(v)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return self.shadow
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        for k in self.shadow:
+            self.shadow[k].copy_(state[k])
+
+
+def learning_rate(step: int, base: float, warmup: int, decay_steps: int = 0) -> float:
+    """1) linear warm-up over ``warmup`` steps; 2) with ``decay_steps``, cosine decay to a tenth of
+    ``base`` at that step and constant after it; without, constant (as improved-diffusion and MDM).
+
+    The rate never depends on ``max_steps``, so extending a run with ``--resume`` continues it
+    exactly as if it had been started with the larger ``max_steps``.
+    """
+    if step < warmup:
+        return base * (step + 1) / warmup
+    if decay_steps <= warmup:
+        return base
+    progress = min(1.0, (step - warmup) / (decay_steps - warmup))
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    checkpoint: Path
+    last_val: dict[str, float]
+
+
+class Trainer:
+    """Trains a denoiser on a :class:`MotionDataset`.
+
+    Args:
+        config: the full configuration (``config.data`` says where the data is).
+        run_dir: where logs and checkpoints go.
+        dataset: an already loaded data set (else loaded from ``config.data``).
+        resume: a run or checkpoint to continue from (same data and skeleton).
+        progress: show a progress bar.
+    """
+
+    def __init__(
+        self,
+        config: MofusionConfig,
+        run_dir: str | Path,
+        dataset: MotionDataset | None = None,
+        resume: str | Path | None = None,
+        progress: bool = True,
+        cache: str | Path | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.device = resolve_device(config.train.device)
+        checkpoint = load_checkpoint(resume, with_train_state=True, map_location="cpu") if resume else None
+        if dataset is None:
+            dataset = load_dataset(
+                config.data, cache, checkpoint.normalizer if checkpoint else None, progress
+            )
+        self.dataset = dataset
+        if checkpoint is not None:
+            if (
+                not checkpoint.spec.skeleton.same_topology(dataset.spec.skeleton)
+                or checkpoint.spec.dim != dataset.spec.dim
+            ):
+                raise CheckpointError(
+                    f"{checkpoint.path}: trained on another skeleton ({checkpoint.spec.skeleton.describe()}, "
+                    f"{checkpoint.spec.dim} features) than the data ({dataset.spec.skeleton.describe()}, "
+                    f"{dataset.spec.dim} features)"
+                )
+            # the run keeps its own model, schedule and data layout; only the schedule of steps may change
+            config = checkpoint.config.updated(
+                {"train": {"max_steps": config.train.max_steps, "device": config.train.device}}
+            )
+            self.dataset.normalizer = checkpoint.normalizer
+        config = config.updated({"denoiser": {"feature_dim": dataset.spec.dim}})
+        self.config = config
+        self.representation = MotionRepresentation(dataset.spec)
+        self.normalizer = Normalizer(
+            dataset.normalizer.mean, dataset.normalizer.std, dataset.normalizer.bound
+        ).to(self.device)
+        self.schedule = NoiseSchedule(config.diffusion, self.device)
+        torch.manual_seed(config.train.seed)
+        self.model = MotionUNet1D(config.denoiser).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=config.train.lr,
+            weight_decay=config.train.weight_decay,
+            betas=(0.9, 0.999),
+        )
+        self.ema = EMA(self.model, config.train.ema_decay)
+        self.step = 0
+        if checkpoint is not None:
+            state = checkpoint.train_state or {}
+            try:
+                self.model.load_state_dict(state["model"])
+                self.optimizer.load_state_dict(state["optimizer"])
+                self.ema.load_state_dict(state["ema"])
+                self.step = int(state["step"])
+            except (KeyError, RuntimeError, ValueError) as exc:
+                raise CheckpointError(
+                    f"{checkpoint.path}: training state does not fit this model ({exc})"
+                ) from None
+        window = config.data.window
+        multiple = self.model.length_multiple
+        if window % multiple:
+            raise MofusionError(f"data.window {window} must be a multiple of {multiple} for this U-Net")
+        self.train_windows = dataset.sampler("train", window, self.device)
+        self.val_windows: WindowSampler | None = None
+        if dataset.split["val"]:
+            self.val_windows = dataset.sampler("val", window, self.device)
+        self.use_bf16 = config.train.precision == "bf16" or (
+            config.train.precision == "auto" and self.device.type == "cuda"
+        )
+
+    # -- one step -------------------------------------------------------------------------------
+    def _autocast(self) -> Any:
+        if self.use_bf16:
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _losses(
+        self, x0: Tensor, mask: Tensor, generator: torch.Generator, model: torch.nn.Module
+    ) -> tuple[LossTerms, Tensor]:
+        batch = x0.shape[0]
+        t = torch.randint(0, self.schedule.num_steps, (batch,), generator=generator).to(self.device)
+        noise = torch.randn(x0.shape, generator=generator).to(self.device)
+        with self._autocast():
+            terms = diffusion_losses(
+                model,
+                self.schedule,
+                x0,
+                mask,
+                t,
+                noise,
+                self.representation,
+                self.normalizer,
+                self.config.loss,
+            )
+        return terms, t
+
+    def train_step(self) -> dict[str, Tensor]:
+        """One optimiser step; returns detached per-batch statistics (device tensors, no host sync)."""
+        cfg = self.config.train
+        self.model.train()
+        generator = torch.Generator().manual_seed(step_seed(cfg.seed, self.step, "data"))
+        torch.manual_seed(step_seed(cfg.seed, self.step, "dropout"))
+        batch = self.train_windows.sample(cfg.batch_size, generator)
+        terms, t = self._losses(batch.x, batch.mask, generator, self.model)
+        loss = terms.total.mean()
+        lr = learning_rate(self.step, cfg.lr, cfg.warmup_steps, cfg.lr_decay_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.ema.update(self.model, self.step)
+        self.step += 1
+        record = {k: v.detach().mean() for k, v in terms.as_dict().items()}
+        record["lr"] = torch.tensor(lr)
+        record["grad_norm"] = grad_norm.detach()
+        # the noise loss per quartile of t (improved-diffusion's most useful diagnostic), as sums and counts
+        quartile = (t * 4 // self.schedule.num_steps).clamp_max(3)
+        record["eps_mse_quartile_sum"] = torch.zeros(4, device=t.device).index_add_(
+            0, quartile, terms.eps_mse.detach()
+        )
+        record["eps_mse_quartile_count"] = torch.bincount(quartile, minlength=4).float()
+        return record
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Loss terms of the EMA model on fixed validation windows with fixed ``t`` and noise."""
+        if self.val_windows is None:
+            return {}
+        model = MotionUNet1D(self.config.denoiser).to(self.device)
+        model.load_state_dict(self.ema.state_dict())
+        model.eval()
+        fixed = self.val_windows.fixed()
+        generator = torch.Generator().manual_seed(step_seed(self.config.train.seed, 0, "validation"))
+        batch = self.config.train.batch_size
+        limit = self.config.train.val_batches or math.inf
+        sums: dict[str, float] = {}
+        count = 0
+        for i, start in enumerate(range(0, fixed.x.shape[0], batch)):
+            if i >= limit:
+                break
+            x0, mask = fixed.x[start : start + batch], fixed.mask[start : start + batch]
+            terms, _ = self._losses(x0, mask, generator, model)
+            for k, v in terms.as_dict().items():
+                sums[k] = sums.get(k, 0.0) + float(v.sum())
+            count += x0.shape[0]
+        return {f"val_{k}": v / max(count, 1) for k, v in sums.items()}
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def save(self) -> Path:
+        """Write a checkpoint, never one with non-finite weights (the previous one stays in place)."""
+        if not all(torch.isfinite(v).all() for v in self.ema.state_dict().values() if v.is_floating_point()):
+            raise MofusionError(
+                f"step {self.step}: the weights are not finite; not saved (the last checkpoint is intact)"
+            )
+        target = self.run_dir / "checkpoints" / f"step-{self.step:08d}"
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.state_dict(),
+            "step": self.step,
+        }
+        save_checkpoint(
+            target,
+            self.config,
+            self.dataset.spec,
+            self.dataset.normalizer,
+            self.ema.state_dict(),
+            self.step,
+            self.dataset.collection.file_scale,
+            train_state=state,
+        )
+        point_latest(self.run_dir, target)
+        prune_checkpoints(self.run_dir, self.config.train.keep_checkpoints)
+        return target
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def fit(self, on_log: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+        cfg = self.config.train
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.run_dir / "config.json", self.config.to_dict())
+        if self.dataset.split_path is not None:
+            shutil.copyfile(self.dataset.split_path, self.run_dir / "split.json")
+        log_path = self.run_dir / "metrics.jsonl"
+        if self.step == 0 and log_path.exists():
+            log_path.unlink()
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=self.step,
+            desc="training",
+            unit="step",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+        window_frames = cfg.batch_size * self.config.data.window
+        last_val: dict[str, float] = {}
+        checkpoint = self.run_dir
+        accum: dict[str, Tensor] = {}
+        accum_n = 0
+        started = tick = time.perf_counter()
+        deadline = started + cfg.max_minutes * 60 if cfg.max_minutes > 0 else math.inf
+        while self.step < cfg.max_steps:
+            record = self.train_step()
+            for k, v in record.items():
+                accum[k] = accum[k] + v if k in accum else v
+            accum_n += 1
+            bar.update()
+            out_of_time = time.perf_counter() > deadline
+            done = self.step >= cfg.max_steps or out_of_time
+            if self.step % cfg.log_every == 0 or done:
+                entry = self._log_entry(accum, accum_n, time.perf_counter() - tick, window_frames)
+                if self.step % cfg.val_every == 0 or done:
+                    last_val = self.validate()
+                    entry.update(last_val)
+                with open(log_path, "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(entry) + "\n")
+                bar.set_postfix(
+                    loss=f"{entry['loss']:.4f}",
+                    **({"val": f"{last_val['val_loss']:.4f}"} if last_val else {}),
+                )
+                if on_log is not None:
+                    on_log(entry)
+                accum, accum_n = {}, 0
+                tick = time.perf_counter()
+            if self.step % cfg.checkpoint_every == 0 or done:
+                checkpoint = self.save()
+            if out_of_time:
+                break
+        bar.close()
+        return TrainResult(self.run_dir, self.step, checkpoint, last_val)
+
+    def _log_entry(
+        self, accum: dict[str, Tensor], count: int, elapsed: float, window_frames: int
+    ) -> dict[str, Any]:
+        """Average the accumulated statistics (one host sync per log line) and check they are finite."""
+        values = {k: v.detach().float().cpu() for k, v in accum.items()}
+        entry: dict[str, Any] = {"step": self.step}
+        for k, v in values.items():
+            if not k.startswith("eps_mse_quartile"):
+                entry[k] = float(v) / count
+        sums, counts = values["eps_mse_quartile_sum"], values["eps_mse_quartile_count"]
+        for q in range(4):
+            if counts[q] > 0:
+                entry[f"eps_mse_q{q}"] = float(sums[q] / counts[q])
+        if not math.isfinite(entry["loss"]):
+            raise MofusionError(
+                f"step {self.step}: the loss is not finite; stopping (the last checkpoint is intact). "
+                "Lower train.lr?"
+            )
+        entry["steps_per_s"] = count / elapsed
+        entry["frames_per_s"] = count * window_frames / elapsed
+        return entry

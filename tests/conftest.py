@@ -1,0 +1,63 @@
+"""Shared fixtures: the real data under ../shared/data (tests skip with a reason when it is absent),
+a session cache for unpacked archives and processed features, and small real-data sets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MOFUSION_SHARED_DATA", REPO.parent / "shared" / "data"))
+BANDAI = SHARED_DATA / "bandai-namco"
+HUMANML3D = SHARED_DATA / "humanml3d-sample"
+
+
+@pytest.fixture(autouse=True)
+def _deterministic() -> None:
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (set MOFUSION_SHARED_DATA or place ../shared/data)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("mofusion-cache")
+
+
+@pytest.fixture(scope="session")
+def bandai_root() -> Path:
+    return _require(BANDAI / "dataset-1.tar.xz").parent
+
+
+@pytest.fixture(scope="session")
+def humanml3d_dir() -> Path:
+    return _require(HUMANML3D / "new_joint_vecs" / "012314.npy").parents[1]
+
+
+@pytest.fixture(scope="session")
+def bandai_clips(bandai_root: Path, session_cache: Path) -> list[Path]:
+    """The BVH files of Bandai-Namco dataset-1, unpacked into the session cache."""
+    from mofusion.data.sources import discover
+
+    sources = discover(bandai_root, ["dataset-1"], session_cache)
+    return [c.path for c in sources.clips]
+
+
+@pytest.fixture(scope="session")
+def bandai_dataset(bandai_root: Path, session_cache: Path):  # type: ignore[no-untyped-def]
+    """dataset-1 processed at 20 fps (174 clips)."""
+    from mofusion.config import DataConfig
+    from mofusion.data.dataset import load_dataset
+
+    return load_dataset(
+        DataConfig(path=str(bandai_root), subsets=["dataset-1"]), session_cache, progress=False
+    )

@@ -1,0 +1,42 @@
+import pytest
+
+from mofusion.config import MofusionConfig, load_config_file, preset_config
+from mofusion.errors import ConfigError, InputError
+
+
+def test_round_trip_and_presets() -> None:
+    cfg = preset_config("bandai")
+    assert MofusionConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.train.batch_size == 256 and cfg.preset == "bandai"
+
+
+def test_set_overrides_are_typed_and_validated() -> None:
+    cfg = MofusionConfig().updated(
+        assignments=["train.lr=1e-4", "diffusion.schedule=cosine", "data.subsets=['dataset-2']"]
+    )
+    assert cfg.train.lr == 1e-4 and cfg.diffusion.schedule == "cosine" and cfg.data.subsets == ["dataset-2"]
+    with pytest.raises(ConfigError, match="train.lr must be positive"):
+        MofusionConfig().updated(assignments=["train.lr=-1"])
+    with pytest.raises(ConfigError, match="unknown field 'train.nope'"):
+        MofusionConfig().updated(assignments=["train.nope=1"])
+    with pytest.raises(ConfigError, match="diffusion.schedule must be one of"):
+        MofusionConfig().updated(assignments=["diffusion.schedule=quadratic"])
+    with pytest.raises(ConfigError, match="train.batch_size must be int"):
+        MofusionConfig().updated(assignments=["train.batch_size=big"])
+    with pytest.raises(ConfigError, match="unknown preset"):
+        preset_config("huge")
+
+
+def test_config_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    good = tmp_path / "run.toml"
+    good.write_text("[train]\nlr = 0.001\n[denoiser]\nchannels = [32, 64]\n")
+    cfg = MofusionConfig().updated(load_config_file(good))
+    assert cfg.train.lr == 0.001 and cfg.denoiser.channels == [32, 64]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train\n")
+    with pytest.raises(InputError, match="bad.toml: invalid config"):
+        load_config_file(bad)
+    typo = tmp_path / "typo.json"
+    typo.write_text('{"trian": {}}')
+    with pytest.raises(ConfigError, match="unknown field"):
+        MofusionConfig().updated(load_config_file(typo))

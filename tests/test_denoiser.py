@@ -1,0 +1,71 @@
+import pytest
+import torch
+
+from mofusion.config import DenoiserConfig
+from mofusion.denoiser import MotionUNet1D, timestep_embedding
+from mofusion.errors import MofusionError
+
+
+def small(**kw: object) -> MotionUNet1D:
+    cfg = DenoiserConfig(
+        feature_dim=11, channels=[16, 32, 32], time_dim=32, cond_dim=8, heads=2, dropout=0.0, **kw
+    )
+    return MotionUNet1D(cfg)
+
+
+def test_output_has_the_input_shape_and_starts_as_the_identity() -> None:
+    model = small()
+    x = torch.randn(3, 11, 24)
+    out = model(x, torch.tensor([0, 500, 999]))
+    assert out.shape == x.shape
+    # zero-initialised output convolution + identity input skip: eps_hat = x_t at initialisation
+    assert torch.allclose(out, x, atol=1e-6)
+
+
+def test_lengths_must_fit_the_downsampling() -> None:
+    model = small()
+    assert model.length_multiple == 4
+    with pytest.raises(MofusionError, match="multiple of 4"):
+        model(torch.randn(1, 11, 30), torch.tensor([1]))
+
+
+def test_null_condition_and_dropping() -> None:
+    model = small()
+    for p in model.parameters():  # leave the zero initialisation so the condition matters
+        torch.nn.init.normal_(p, std=0.05)
+    x, t = torch.randn(2, 11, 8), torch.tensor([3, 3])
+    cond = torch.randn(2, 5, 8)
+    uncond = model(x, t)
+    conditioned = model(x, t, cond)
+    dropped = model(x, t, cond, None, torch.tensor([True, False]))
+    assert not torch.allclose(uncond, conditioned)
+    assert torch.allclose(dropped[0], uncond[0], atol=1e-6)
+    assert torch.allclose(dropped[1], conditioned[1], atol=1e-6)
+
+
+def test_condition_mask_hides_padding_tokens() -> None:
+    model = small()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    x, t = torch.randn(1, 11, 8), torch.tensor([3])
+    cond = torch.randn(1, 4, 8)
+    mask = torch.tensor([[True, True, False, False]])
+    other = cond.clone()
+    other[:, 2:] = 100.0
+    assert torch.allclose(model(x, t, cond, mask), model(x, t, other, mask), atol=1e-5)
+
+
+def test_gradients_reach_cross_attention() -> None:
+    model = small()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    out = model(torch.randn(2, 11, 8), torch.tensor([1, 2]), torch.randn(2, 3, 8))
+    out.square().mean().backward()
+    grads = [p.grad for n, p in model.named_parameters() if "attention" in n]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_timestep_embedding_is_sinusoidal() -> None:
+    emb = timestep_embedding(torch.tensor([0.0, 10.0]), 8)
+    assert torch.allclose(emb[0], torch.tensor([1.0, 1, 1, 1, 0, 0, 0, 0]))
+    assert torch.allclose(emb[1, 0], torch.cos(torch.tensor(10.0)))

@@ -1,0 +1,131 @@
+"""The feature vector: HumanML3D compatibility on its own sample, and exact round trips on Bandai."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import gaussian_filter1d
+
+from mofusion.bvh import read_bvh
+from mofusion.motion import Motion
+from mofusion.presets import bandai_spec, smpl22_humanml3d_spec
+from mofusion.representation import FeatureSpec, MotionRepresentation, Normalizer, gaussian_smooth
+
+
+@pytest.fixture(scope="module")
+def hml(humanml3d_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    vecs = np.load(humanml3d_dir / "new_joint_vecs" / "012314.npy")
+    joints = np.load(humanml3d_dir / "new_joints" / "012314.npy")
+    return torch.from_numpy(vecs), torch.from_numpy(joints)
+
+
+def test_smpl22_layout_is_humanml3d_263() -> None:
+    spec = smpl22_humanml3d_spec()
+    assert spec.dim == 263
+    assert spec.slices["rotations"] == slice(67, 193) and spec.slices["contacts"] == slice(259, 263)
+
+
+def test_decoding_humanml3d_features_reproduces_new_joints(hml: tuple[torch.Tensor, torch.Tensor]) -> None:
+    vecs, joints = hml
+    rep = MotionRepresentation(smpl22_humanml3d_spec())
+    # in float32, as the data set computed it: identical to the last bit
+    assert torch.equal(rep.decode_positions(vecs.float()), joints.float())
+    assert (rep.decode_positions(vecs.double()) - joints.double()).abs().max() < 1e-6
+
+
+def test_encoding_new_joints_gives_back_the_features(hml: tuple[torch.Tensor, torch.Tensor]) -> None:
+    vecs, joints = hml
+    rep = MotionRepresentation(smpl22_humanml3d_spec())
+    features = rep.encode(joints.double())
+    assert features.shape == (169, 263)  # one frame fewer than new_joints, which has 170
+    err = (features - vecs[:169].double()).abs()
+    # contacts agree on every frame
+    assert torch.equal(features[:, 259:], vecs[:169, 259:].double())
+    # frames whose smoothing window (4 sigma = 80 frames) does not reach the dropped last frame: float error
+    assert err[:90].max() < 2e-5
+    # the remaining frames saw the data set's extra frame through the facing smoothing: lossy, but small
+    assert err.max() < 0.02
+
+
+def test_without_the_quirks_the_features_differ(hml: tuple[torch.Tensor, torch.Tensor]) -> None:
+    vecs, joints = hml
+    data = smpl22_humanml3d_spec().to_dict()
+    data["humanml3d_quirks"] = False
+    rep = MotionRepresentation(FeatureSpec.from_dict(data))
+    assert (rep.encode(joints.double())[:90] - vecs[:90].double()).abs().max() > 0.05
+
+
+def test_gaussian_smoothing_matches_scipy() -> None:
+    x = torch.randn(170, 3, dtype=torch.float64)
+    for sigma in (0.5, 3.0, 20.0, 60.0):
+        ours = gaussian_smooth(x, sigma, dim=0).numpy()
+        theirs = gaussian_filter1d(x.numpy(), sigma, axis=0, mode="nearest")
+        assert np.allclose(ours, theirs, atol=1e-12), sigma
+
+
+@pytest.fixture(scope="module")
+def bandai_motion(bandai_clips: list[Path]) -> Motion:
+    clip = next(p for p in bandai_clips if "walk-left_happy" in p.name)
+    return Motion.from_bvh(read_bvh(clip), scale=0.01).resample(20.0)
+
+
+def _canonical(positions: np.ndarray, facing: torch.Tensor) -> np.ndarray:
+    """Positions moved so the root starts above the origin and turned by the frame-0 facing."""
+    from mofusion.rotations import quat_rotate
+
+    shifted = positions - positions[0, 0] * np.array([1.0, 0.0, 1.0])
+    q = facing[0].expand(positions.shape[:-1] + (4,))
+    return quat_rotate(q, torch.from_numpy(shifted)).numpy()
+
+
+def test_bandai_round_trip_gives_back_positions_and_rotations(bandai_motion: Motion) -> None:
+    spec = bandai_spec(bandai_motion.skeleton, 20.0)
+    rep = MotionRepresentation(spec)
+    features = rep.encode_motion(bandai_motion)
+    assert features.shape == (bandai_motion.num_frames - 1, spec.dim)
+    original = bandai_motion.positions()
+    facing = rep.facing(torch.from_numpy(original))
+    expected = _canonical(original, facing)[:-1]
+    # positions from the joint-position block and from FK of the decoded rotations
+    assert np.abs(rep.decode_positions(features).numpy() - expected).max() < 1e-9
+    decoded = rep.decode_motion(features)
+    assert np.abs(decoded.positions() - expected).max() < 1e-9
+    # local rotations of every joint but the root are the file's own
+    from mofusion.rotations import quat_to_matrix
+
+    ours = quat_to_matrix(torch.from_numpy(decoded.rotations[:, 1:]))
+    theirs = quat_to_matrix(torch.from_numpy(bandai_motion.rotations[:-1, 1:]))
+    assert (ours - theirs).abs().max() < 1e-9
+
+
+def test_features_do_not_depend_on_where_the_motion_starts(bandai_motion: Motion) -> None:
+    from scipy.spatial.transform import Rotation
+
+    rep = MotionRepresentation(bandai_spec(bandai_motion.skeleton, 20.0))
+    turn = Rotation.from_euler("y", 70, degrees=True)
+    moved_root = turn.apply(bandai_motion.root_positions) + np.array([3.0, 0.0, -2.0])
+    rot = Rotation.from_quat(np.roll(bandai_motion.rotations[:, 0], -1, axis=-1))
+    rotations = bandai_motion.rotations.copy()
+    rotations[:, 0] = np.roll((turn * rot).as_quat(), 1, axis=-1)
+    moved = Motion(bandai_motion.skeleton, rotations, moved_root, bandai_motion.fps)
+    a, b = rep.encode_motion(bandai_motion), rep.encode_motion(moved)
+    assert (a - b).abs().max() < 1e-9
+
+
+def test_normalizer_shares_std_within_blocks() -> None:
+    x = torch.randn(1000, 6, dtype=torch.float64) * torch.tensor(
+        [1.0, 2.0, 3.0, 1.0, 1.0, 5.0], dtype=torch.float64
+    )
+    norm = Normalizer.fit(x, {"a": slice(0, 3), "b": slice(3, 6)})
+    assert torch.allclose(norm.std[:3], norm.std[0].expand(3))
+    assert norm.std[0] == pytest.approx(float(x[:, :3].std(0, unbiased=False).mean()), rel=1e-6)
+    assert torch.allclose(norm.denormalize(norm.normalize(x.float())), x.float(), atol=1e-5)
+    assert (norm.normalize(x.float()).abs() <= norm.bound + 1e-6).all()
+
+
+def test_spec_serialises(bandai_motion: Motion) -> None:
+    spec = bandai_spec(bandai_motion.skeleton, 20.0)
+    assert FeatureSpec.from_dict(spec.to_dict()).same_as(spec)

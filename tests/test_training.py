@@ -1,0 +1,112 @@
+"""The training loop: exact resume, atomic checkpoints, and no silent NaN."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mofusion import checkpoint as checkpoint_module
+from mofusion.checkpoint import load_checkpoint, resolve
+from mofusion.config import preset_config
+from mofusion.errors import MofusionError
+from mofusion.training import Trainer
+
+
+def tiny(bandai_root: Path, steps: int):  # type: ignore[no-untyped-def]
+    return preset_config("tiny").updated(
+        {
+            "data": {"path": str(bandai_root), "subsets": ["dataset-1"]},
+            "train": {"max_steps": steps, "checkpoint_every": 10},
+        }
+    )
+
+
+def test_ten_plus_ten_resumed_steps_equal_twenty(bandai_root: Path, bandai_dataset, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    straight = Trainer(tiny(bandai_root, 20), tmp_path / "straight", dataset=bandai_dataset, progress=False)
+    straight.fit()
+    first = Trainer(tiny(bandai_root, 10), tmp_path / "split", dataset=bandai_dataset, progress=False)
+    first.fit()
+    resumed = Trainer(
+        tiny(bandai_root, 20),
+        tmp_path / "split",
+        dataset=bandai_dataset,
+        resume=tmp_path / "split",
+        progress=False,
+    )
+    assert resumed.step == 10
+    resumed.fit()
+    for (name, a), b in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    for name, a in straight.ema.state_dict().items():
+        assert torch.equal(a, resumed.ema.state_dict()[name]), name
+    a = load_checkpoint(tmp_path / "straight")
+    b = load_checkpoint(tmp_path / "split")
+    assert a.step == b.step == 20
+    assert all(torch.equal(a.weights[k], b.weights[k]) for k in a.weights)
+
+
+def test_an_interrupted_save_keeps_the_previous_checkpoint(
+    bandai_root: Path, bandai_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    trainer = Trainer(tiny(bandai_root, 20), tmp_path / "run", dataset=bandai_dataset, progress=False)
+    for _ in range(10):
+        trainer.train_step()
+    good = trainer.save()
+    for _ in range(5):
+        trainer.train_step()
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint_module, "save_file", broken)
+    with pytest.raises(OSError):
+        trainer.save()
+    assert resolve(tmp_path / "run") == good
+    assert load_checkpoint(tmp_path / "run").step == 10
+    leftovers = [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()]
+    assert leftovers == [good.name]
+
+
+def test_a_non_finite_loss_stops_training_without_touching_the_checkpoint(
+    bandai_root: Path, bandai_dataset, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    cfg = tiny(bandai_root, 30).updated({"train": {"log_every": 5, "checkpoint_every": 5}})
+    trainer = Trainer(cfg, tmp_path / "run", dataset=bandai_dataset, progress=False)
+    original = trainer.model.forward
+
+    def poisoned(*args, **kwargs):  # type: ignore[no-untyped-def]
+        out = original(*args, **kwargs)
+        return out * float("nan") if trainer.step >= 7 else out
+
+    trainer.model.forward = poisoned  # type: ignore[method-assign]
+    with pytest.raises(MofusionError, match="not finite"):
+        trainer.fit()
+    checkpoint = load_checkpoint(tmp_path / "run")
+    assert checkpoint.step == 5
+    assert all(torch.isfinite(v).all() for v in checkpoint.weights.values())
+
+
+def test_resuming_needs_the_same_skeleton(bandai_root: Path, bandai_dataset, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    Trainer(tiny(bandai_root, 2), tmp_path / "run", dataset=bandai_dataset, progress=False).fit()
+    from mofusion.representation import FeatureSpec
+
+    other = FeatureSpec.from_dict({**bandai_dataset.spec.to_dict()})
+    skeleton = other.skeleton
+    renamed = skeleton.__class__(tuple(n + "_x" for n in skeleton.names), skeleton.parents, skeleton.offsets)
+    fake = type(bandai_dataset)(
+        bandai_dataset.collection, bandai_dataset.split, None, bandai_dataset.normalizer
+    )
+    fake.collection = type(bandai_dataset.collection)(
+        FeatureSpec.from_dict({**other.to_dict(), "skeleton": renamed.to_dict(),
+                               "face_joints": [n + "_x" for n in other.face_joints],
+                               "left_foot": [n + "_x" for n in other.left_foot],
+                               "right_foot": [n + "_x" for n in other.right_foot]}),
+        bandai_dataset.collection.features, bandai_dataset.collection.offsets,
+        bandai_dataset.collection.names, bandai_dataset.collection.labels,
+    )  # fmt: skip
+    with pytest.raises(MofusionError, match="trained on another skeleton"):
+        Trainer(tiny(bandai_root, 4), tmp_path / "run", dataset=fake, resume=tmp_path / "run", progress=False)
