@@ -49,21 +49,8 @@ def test_generate_bvh_that_pybvh_reads(
     tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pybvh = pytest.importorskip("pybvh")
-    code, out, _ = run(
-        capsys,
-        "generate",
-        "-c",
-        tiny_run,
-        "--seconds",
-        "2",
-        "-n",
-        "2",
-        "--seed",
-        "3",
-        "-o",
-        tmp_path / "s.bvh",
-        "-q",
-    )
+    generate = ["generate", "-c", tiny_run, "--seconds", "2", "-n", "2", "--seed", "3", "-q"]
+    code, out, _ = run(capsys, *generate, "-o", tmp_path / "s.bvh")
     assert code == 0
     files = sorted(tmp_path.glob("s_*.bvh"))
     assert [f.name for f in files] == ["s_000.bvh", "s_001.bvh"]
@@ -72,21 +59,7 @@ def test_generate_bvh_that_pybvh_reads(
     theirs = pybvh.read_bvh_file(files[0], world_up="+y").joint_positions()
     assert np.abs(theirs - data.positions()).max() < 1e-3
     # the same seed gives the same motion
-    run(
-        capsys,
-        "generate",
-        "-c",
-        tiny_run,
-        "--seconds",
-        "2",
-        "-n",
-        "2",
-        "--seed",
-        "3",
-        "-o",
-        tmp_path / "again.bvh",
-        "-q",
-    )
+    run(capsys, *generate, "-o", tmp_path / "again.bvh")
     assert (tmp_path / "again_000.bvh").read_text() == files[0].read_text()
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ._io import atomic_write_json, atomic_write_text
+from ._io import atomic_write_text
 from .config import FORMAT_VERSION, MofusionConfig
 from .errors import CheckpointError, MofusionError
 from .representation import FeatureSpec, Normalizer
@@ -203,5 +203,4 @@ __all__ = [
     "point_latest",
     "prune_checkpoints",
     "resolve",
-    "atomic_write_json",
 ]

@@ -52,9 +52,6 @@ class NoiseSchedule:
         self.sqrt_recip_alpha_bar = as_tensor(np.sqrt(1.0 / self.alpha_bar64))
         self.sqrt_recipm1_alpha_bar = as_tensor(np.sqrt(1.0 / self.alpha_bar64 - 1.0))
 
-    def to(self, device: torch.device | str) -> NoiseSchedule:
-        return self if torch.device(device) == self.device else NoiseSchedule(self.config, device)
-
     @staticmethod
     def _at(coef: Tensor, t: Tensor, like: Tensor) -> Tensor:
         """``coef[t]`` shaped to broadcast against ``like`` (batch first)."""
@@ -80,11 +77,6 @@ class NoiseSchedule:
 
     def alpha_bar_at(self, t: Tensor) -> Tensor:
         return self.alpha_bar[t]
-
-    def sample_timesteps(self, batch: int, generator: torch.Generator | None = None) -> Tensor:
-        """Uniform training steps ``(B,)``, drawn on the generator's device."""
-        device = generator.device if generator is not None else self.device
-        return torch.randint(0, self.num_steps, (batch,), generator=generator, device=device).to(self.device)
 
 
 @dataclass

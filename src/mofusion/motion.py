@@ -135,18 +135,6 @@ class Motion:
         return BvhData(skeleton, channels, 1.0 / self.fps, values)
 
     # -- operations -----------------------------------------------------------------------------
-    def without_root(self) -> Motion:
-        """Fold joint 0 into its only child, which becomes the root (e.g. Bandai's ``joint_Root``)."""
-        skeleton = self.skeleton.without_root()
-        root_rot = Rotation.from_quat(np.roll(self.rotations[:, 0], -1, axis=-1))
-        child_rot = Rotation.from_quat(np.roll(self.rotations[:, 1], -1, axis=-1))
-        new_root = root_rot * child_rot
-        new_pos = self.root_positions + root_rot.apply(self.skeleton.offsets[1])
-        rotations = self.rotations[:, 1:].copy()
-        rotations[:, 0] = np.roll(new_root.as_quat(), 1, axis=-1)
-        skeleton = skeleton.with_offsets(np.concatenate([np.zeros((1, 3)), skeleton.offsets[1:]]))
-        return Motion(skeleton, rotations, new_pos, self.fps)
-
     def resample(self, fps: float) -> Motion:
         """Resample to ``fps``: slerp for rotations, linear for the root, same start time."""
         if abs(fps - self.fps) < 1e-9:

@@ -101,7 +101,8 @@ def render_video(
         if titles is not None and k < len(titles):
             ax.set_title(titles[k], fontsize=8)
         panels.append((grid, body))
-    fig.subplots_adjust(0.01, 0.01, 0.99, 0.95 if titles else 0.99, 0.02, 0.08)
+    top = 1.0 - (24.0 / (rows * panel_size) if titles else 0.01)
+    fig.subplots_adjust(0.01, 0.01, 0.99, top, 0.02, 0.1)
     fig.canvas.draw()
     width_px, height_px = fig.canvas.get_width_height()
 

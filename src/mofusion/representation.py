@@ -194,11 +194,6 @@ class FeatureSpec:
     def same_as(self, other: FeatureSpec) -> bool:
         return self.to_dict() == other.to_dict()
 
-    def with_fps(self, fps: float) -> FeatureSpec:
-        data = self.to_dict()
-        data["fps"] = fps
-        return FeatureSpec.from_dict(data)
-
 
 def _default_chains(skeleton: Skeleton) -> tuple[tuple[int, ...], ...]:
     """Split the tree into chains; a joint's first child continues its chain, others start new ones."""
@@ -428,11 +423,6 @@ class MotionRepresentation:
         quats = matrix_to_quat(matrices)
         return Motion(self.spec.skeleton, quats.numpy(), root.numpy(), self.spec.fps)
 
-    def rotations_6d(self, features: Tensor) -> Tensor:
-        """The 6-D block reshaped to ``(..., T, R, 6)``."""
-        rot = features[..., self.slices["rotations"]]
-        return rot.reshape(rot.shape[:-1] + (self.spec.num_rotations, 6))
-
 
 class Normalizer(torch.nn.Module):
     """Per-feature mean and standard deviation, saved with every model.
@@ -486,17 +476,10 @@ class Normalizer(torch.nn.Module):
         return x * self.std.to(x.dtype) + self.mean.to(x.dtype)
 
 
-def check_finite(features: Tensor, what: str) -> None:
-    if not torch.isfinite(features).all():
-        bad = int((~torch.isfinite(features)).sum())
-        raise MofusionError(f"{what}: {bad} non-finite values (NaN or inf)")
-
-
 __all__ = [
     "BLOCKS",
     "FeatureSpec",
     "MotionRepresentation",
     "Normalizer",
     "gaussian_smooth",
-    "check_finite",
 ]

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from ._io import atomic_write_json
 from .checkpoint import load_checkpoint, point_latest, prune_checkpoints, save_checkpoint
 from .config import MofusionConfig
-from .data.dataset import MotionDataset, WindowSampler, load_dataset
+from .data.dataset import MotionDataset, WindowBatch, WindowSampler, load_dataset
 from .denoiser import MotionUNet1D
 from .diffusion import NoiseSchedule
 from .errors import CheckpointError, MofusionError
@@ -193,11 +193,13 @@ class Trainer:
         return nullcontext()
 
     def _losses(
-        self, x0: Tensor, mask: Tensor, generator: torch.Generator, model: torch.nn.Module
+        self, x0: Tensor, mask: Tensor, generator: torch.Generator, model: torch.nn.Module, noise_seed: int
     ) -> tuple[LossTerms, Tensor]:
         batch = x0.shape[0]
         t = torch.randint(0, self.schedule.num_steps, (batch,), generator=generator).to(self.device)
-        noise = torch.randn(x0.shape, generator=generator).to(self.device)
+        # the noise is drawn where it is used: copying a batch of it from the host costs more than the step
+        noise_generator = torch.Generator(device=self.device).manual_seed(noise_seed)
+        noise = torch.randn(x0.shape, generator=noise_generator, device=self.device)
         with self._autocast():
             terms = diffusion_losses(
                 model,
@@ -219,7 +221,9 @@ class Trainer:
         generator = torch.Generator().manual_seed(step_seed(cfg.seed, self.step, "data"))
         torch.manual_seed(step_seed(cfg.seed, self.step, "dropout"))
         batch = self.train_windows.sample(cfg.batch_size, generator)
-        terms, t = self._losses(batch.x, batch.mask, generator, self.model)
+        terms, t = self._losses(
+            batch.x, batch.mask, generator, self.model, step_seed(cfg.seed, self.step, "noise")
+        )
         loss = terms.total.mean()
         lr = learning_rate(self.step, cfg.lr, cfg.warmup_steps, cfg.lr_decay_steps)
         for group in self.optimizer.param_groups:
@@ -252,14 +256,18 @@ class Trainer:
         fixed = self.val_windows.fixed()
         generator = torch.Generator().manual_seed(step_seed(self.config.train.seed, 0, "validation"))
         batch = self.config.train.batch_size
-        limit = self.config.train.val_batches or math.inf
+        total = fixed.x.shape[0]
+        if self.config.train.val_batches and total > batch * self.config.train.val_batches:
+            # an evenly spread subset, so that every part of the split (every content label) counts
+            keep = torch.linspace(0, total - 1, batch * self.config.train.val_batches).round().long()
+            fixed = WindowBatch(fixed.x[keep.to(fixed.x.device)], fixed.mask[keep.to(fixed.x.device)])
         sums: dict[str, float] = {}
         count = 0
         for i, start in enumerate(range(0, fixed.x.shape[0], batch)):
-            if i >= limit:
-                break
             x0, mask = fixed.x[start : start + batch], fixed.mask[start : start + batch]
-            terms, _ = self._losses(x0, mask, generator, model)
+            terms, _ = self._losses(
+                x0, mask, generator, model, step_seed(self.config.train.seed, i, "validation-noise")
+            )
             for k, v in terms.as_dict().items():
                 sums[k] = sums.get(k, 0.0) + float(v.sum())
             count += x0.shape[0]
