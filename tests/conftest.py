@@ -61,3 +61,28 @@ def bandai_dataset(bandai_root: Path, session_cache: Path):  # type: ignore[no-u
     return load_dataset(
         DataConfig(path=str(bandai_root), subsets=["dataset-1"]), session_cache, progress=False
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_run(bandai_root: Path, session_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model trained for 12 steps on dataset-1 through the CLI."""
+    from mofusion.cli import main
+
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    code = main(["train", "--preset", "tiny", "--data", str(bandai_root), "--subset", "dataset-1",
+                 "--out", str(out), "--cache", str(session_cache), "--max-steps", "12", "-q"])  # fmt: skip
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_masked_run(bandai_root: Path, session_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny mask-conditioned model (12 steps on dataset-1)."""
+    from mofusion.cli import main
+
+    out = tmp_path_factory.mktemp("run") / "tiny-masked"
+    code = main(["train", "--preset", "tiny", "--data", str(bandai_root), "--subset", "dataset-1",
+                 "--out", str(out), "--cache", str(session_cache), "--max-steps", "12", "-q",
+                 "--set", "denoiser.mask_conditioning=True"])  # fmt: skip
+    assert code == 0
+    return out

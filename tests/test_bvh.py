@@ -220,3 +220,16 @@ def test_writer_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         write_bvh(target, data)
     assert target.read_text() == "previous"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_motion_written_in_its_source_layout(bandai_clips: list[Path]) -> None:
+    data = read_bvh(next(p for p in bandai_clips if "dash_normal" in p.name))  # joint_Root moves here
+    motion = Motion.from_bvh(data, scale=0.01)
+    back = motion.to_bvh_like(data, scale=0.01)
+    assert back.channels == data.channels and back.skeleton == data.skeleton
+    assert np.abs(back.positions() - data.positions()).max() < 1e-9
+    kept = motion.to_bvh_like(data, scale=0.01, keep=np.arange(5))
+    assert np.array_equal(kept.values[:5], data.values[:5])
+    angles = [c in ("Xrotation", "Yrotation", "Zrotation") for chans in data.channels for c in chans]
+    steps = np.abs(np.diff(kept.values[4:, angles], axis=0))  # the source itself wraps inside frames 0-4
+    assert steps.max() < 180  # no 360-degree jumps from the last kept frame on

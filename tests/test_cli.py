@@ -29,15 +29,6 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
         assert command in out
 
 
-@pytest.fixture(scope="module")
-def tiny_run(bandai_root: Path, session_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("run") / "tiny"
-    code = main(["train", "--preset", "tiny", "--data", str(bandai_root), "--subset", "dataset-1",
-                 "--out", str(out), "--cache", str(session_cache), "--max-steps", "12", "-q"])  # fmt: skip
-    assert code == 0
-    return out
-
-
 def test_train_writes_a_run(tiny_run: Path) -> None:
     assert (tiny_run / "latest").is_file() and (tiny_run / "metrics.jsonl").is_file()
     assert json.loads((tiny_run / "split.json").read_text())["test"]

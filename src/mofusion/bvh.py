@@ -332,14 +332,18 @@ def _locate_motion_error(path: Path, data_lines: list[str], first: int, frames: 
 # -- writing ---------------------------------------------------------------------------------------
 
 
-def write_bvh(path: str | Path, data: BvhData, decimals: int = 6) -> None:
-    """Write ``data`` as a BVH file, atomically (a reader never sees a partial file)."""
+def write_bvh(path: str | Path, data: BvhData, digits: int = 10) -> None:
+    """Write ``data`` as a BVH file, atomically (a reader never sees a partial file).
+
+    Numbers are printed with ``digits`` significant digits, enough to give back every value read
+    from a file (mocap exporters print six to eight), so unchanged frames keep their exact values.
+    """
     skeleton = data.skeleton
-    fmt = f"{{:.{decimals}f}}"
+    fmt = f"%.{digits}g"
 
     def number(v: float) -> str:
-        text = fmt.format(v)
-        return "0." + "0" * decimals if text.startswith("-") and float(text) == 0 else text
+        text = fmt % v
+        return "0" if float(text) == 0 else text
 
     children: dict[int, list[int]] = {j: [] for j in range(skeleton.num_joints)}
     for j, p in enumerate(skeleton.parents):
@@ -374,7 +378,7 @@ def write_bvh(path: str | Path, data: BvhData, decimals: int = 6) -> None:
     out.append(f"Frame Time: {data.frame_time:.8f}")
     with atomic_open(path, "w") as handle:
         handle.write("\n".join(out) + "\n")
-        rows = np.char.mod(f"%.{decimals}f", np.asarray(data.values, dtype=np.float64))
+        rows = np.char.mod(fmt, np.asarray(data.values, dtype=np.float64))
         handle.write("\n".join(" ".join(row) for row in rows) + "\n")
 
 

@@ -55,6 +55,9 @@ def train(
     resume: Annotated[
         Path | None, typer.Option("--resume", help="Continue a run (its directory or a checkpoint).")
     ] = None,
+    init_from: Annotated[
+        Path | None, typer.Option("--init-from", help="Start from a checkpoint's weights (fine-tuning).")
+    ] = None,
     no_kinematic: Annotated[
         bool, typer.Option("--no-kinematic", help="Train without the kinematic losses.")
     ] = False,
@@ -92,7 +95,9 @@ def train(
     if not cfg.data.path:
         raise MofusionError("no data: pass --data PATH")
     started = time.perf_counter()
-    trainer = Trainer(cfg, out, resume=resume, progress=not quiet, cache=cache)
+    if init_from is not None and resume is not None:
+        raise MofusionError("--init-from starts a new run; it cannot be combined with --resume")
+    trainer = Trainer(cfg, out, resume=resume, progress=not quiet, cache=cache, init_from=init_from)
     _echo(
         f"model: {trainer.model.num_parameters() / 1e6:.2f} M parameters; data: "
         f"{trainer.dataset.collection.num_clips} clips, {len(trainer.dataset.split['train'])} for training; "
@@ -149,7 +154,7 @@ def generate(
     )
     meta = {"checkpoint": str(checkpoint), "seed": seed, "seconds": seconds}
     if out.suffix.lower() == ".bvh":
-        motions = [pipe.to_motion(f, ik=not no_ik) for f in result.features]
+        motions = pipe.to_motions(result.features, ik=not no_ik)
         written = save_bvh(out, motions, pipe.file_scale, bvh_fps)
     else:
         written = save_positions(out, result.positions.numpy(), pipe.spec.skeleton, pipe.fps, meta)
@@ -164,6 +169,150 @@ def generate(
             )
         )
     for path in written:
+        typer.echo(str(path))
+
+
+# -- editing ---------------------------------------------------------------------------------------
+
+_METHOD_HELP = "replace, condition or both (default: condition for models trained with masks, else replace)."
+
+
+def _write_task_result(result, clip, pipe, out: Path, render: Path | None, meta: dict) -> list[Path]:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from .bvh import write_bvh
+    from .export import save_positions
+
+    if out.suffix.lower() == ".bvh":
+        if clip.bvh is not None:
+            data = result.motion.to_bvh_like(
+                clip.bvh, scale=pipe.file_scale, keep=np.flatnonzero(result.kept)
+            )
+        else:
+            data = result.motion.to_bvh(scale=1.0 / pipe.file_scale)
+        write_bvh(out, data)
+        written = [out]
+    else:
+        written = save_positions(out, result.positions[None], pipe.spec.skeleton, result.fps, meta)
+    if render is not None:
+        from .render import render_video
+
+        skeleton = pipe.spec.skeleton
+        written.append(render_video(render, [result.positions], skeleton.parents, result.fps, skeleton.names))
+    return written
+
+
+def _check_method(method: str | None) -> None:
+    if method is not None and method not in ("replace", "condition", "both"):
+        raise MofusionError(f"--method must be replace, condition or both, got {method!r}")
+
+
+@app.command("continue")
+def continue_command(
+    input_path: Annotated[
+        Path, typer.Option("--input", "-i", help="A .bvh of the model's skeleton, or a .npy from generate.")
+    ],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Checkpoint or run directory.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .bvh, .npy or .npz.")],
+    seconds: Annotated[float, typer.Option(help="How much new motion to add.")] = 5.0,
+    context: Annotated[float, typer.Option(help="Seconds at the end of the input the model sees.")] = 4.0,
+    seed: Annotated[int, typer.Option()] = 0,
+    method: Annotated[str | None, typer.Option(help=_METHOD_HELP)] = None,
+    sampler: Annotated[str | None, typer.Option()] = None,
+    steps: Annotated[int | None, typer.Option()] = None,
+    render: Annotated[Path | None, typer.Option("--render", help="Also write an .mp4 or .gif.")] = None,
+    device: Annotated[str, typer.Option()] = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Continue a motion: the input is kept as it is and new motion follows it."""
+    import numpy as np
+
+    from .export import MOTION_SUFFIXES, check_output
+    from .pipeline import MAX_SECONDS, MotionPipeline
+    from .render import VIDEO_SUFFIXES
+    from .tasks import load_clip, run_edit
+
+    out = check_output(out, MOTION_SUFFIXES)
+    render = check_output(render, VIDEO_SUFFIXES) if render is not None else None
+    _check_method(method)
+    if not 0 < seconds <= MAX_SECONDS:
+        raise MofusionError(f"--seconds must be between 0 and {MAX_SECONDS:.0f}, got {seconds}")
+    if context <= 0:
+        raise MofusionError(f"--context must be positive, got {context}")
+    pipe = MotionPipeline.from_checkpoint(checkpoint, device)
+    clip = load_clip(input_path, pipe)
+    keep = np.ones(clip.num_frames, dtype=bool)
+    result = run_edit(pipe, clip, keep, extra_seconds=seconds, context_seconds=context, seed=seed,
+                      method=method, sampler=sampler, steps=steps, progress=not quiet)  # type: ignore[arg-type]  # fmt: skip
+    meta = {
+        "input": str(input_path),
+        "checkpoint": str(checkpoint),
+        "seed": seed,
+        "kept_frames": clip.num_frames,
+    }
+    for path in _write_task_result(result, clip, pipe, out, render, meta):
+        typer.echo(str(path))
+
+
+@app.command("edit")
+def edit_command(
+    input_path: Annotated[
+        Path, typer.Option("--input", "-i", help="A .bvh of the model's skeleton, or a .npy from generate.")
+    ],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Checkpoint or run directory.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .bvh, .npy or .npz.")],
+    keep: Annotated[
+        str | None, typer.Option(help="Input frames to keep, e.g. 0-30,120-150 (inclusive).")
+    ] = None,
+    regenerate: Annotated[
+        str | None,
+        typer.Option(
+            help="Body parts or joints to make anew on every frame, comma-separated: upper-body, "
+            "lower-body, arms, legs, left-arm, right-arm, left-leg, right-leg, head, or joint names."
+        ),
+    ] = None,
+    keep_trajectory: Annotated[
+        bool, typer.Option("--keep-trajectory", help="Keep the root path on every frame.")
+    ] = False,
+    seed: Annotated[int, typer.Option()] = 0,
+    method: Annotated[str | None, typer.Option(help=_METHOD_HELP)] = None,
+    sampler: Annotated[str | None, typer.Option()] = None,
+    steps: Annotated[int | None, typer.Option()] = None,
+    render: Annotated[Path | None, typer.Option("--render", help="Also write an .mp4 or .gif.")] = None,
+    device: Annotated[str, typer.Option()] = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Regenerate parts of a motion: in-between kept frames (--keep) and/or a body part (--regenerate)."""
+    import numpy as np
+
+    from .editing import parse_ranges
+    from .export import MOTION_SUFFIXES, check_output
+    from .pipeline import MotionPipeline
+    from .render import VIDEO_SUFFIXES
+    from .tasks import load_clip, run_edit
+
+    out = check_output(out, MOTION_SUFFIXES)
+    render = check_output(render, VIDEO_SUFFIXES) if render is not None else None
+    _check_method(method)
+    if keep is None and regenerate is None and not keep_trajectory:
+        raise MofusionError("say what to keep: --keep FRAMES, --regenerate PART and/or --keep-trajectory")
+    pipe = MotionPipeline.from_checkpoint(checkpoint, device)
+    clip = load_clip(input_path, pipe)
+    frames = (
+        parse_ranges(keep, clip.num_frames) if keep is not None else np.zeros(clip.num_frames, dtype=bool)
+    )
+    if keep is not None and regenerate is None and frames.all():
+        raise MofusionError("--keep covers every frame: nothing is left to regenerate")
+    result = run_edit(pipe, clip, frames, regenerate=regenerate, keep_trajectory=keep_trajectory, seed=seed,
+                      method=method, sampler=sampler, steps=steps, progress=not quiet)  # type: ignore[arg-type]  # fmt: skip
+    meta = {
+        "input": str(input_path),
+        "checkpoint": str(checkpoint),
+        "seed": seed,
+        "keep": keep,
+        "regenerate": regenerate,
+    }
+    for path in _write_task_result(result, clip, pipe, out, render, meta):
         typer.echo(str(path))
 
 
@@ -332,6 +481,43 @@ def evaluate_kinematics(
         from ._io import atomic_write_json
 
         atomic_write_json(out, rows)
+        typer.echo(str(out))
+
+
+@evaluate_app.command("inbetween")
+def evaluate_inbetween(
+    checkpoint: Annotated[list[Path], typer.Option("--checkpoint", "-c", help="Model(s) to compare.")],
+    label: Annotated[list[str] | None, typer.Option("--label", help="A row name per checkpoint.")] = None,
+    method: Annotated[
+        list[str] | None, typer.Option("--method", help="A method per checkpoint (replace, condition, both).")
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option("--data", help="Data for the test windows (default: the first model's).")
+    ] = None,
+    max_windows: Annotated[
+        int | None, typer.Option("--max-windows", help="Evaluate a random subset of test windows.")
+    ] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    sampler: Annotated[str | None, typer.Option()] = None,
+    steps: Annotated[int | None, typer.Option()] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the table as JSON.")] = None,
+    device: Annotated[str, typer.Option()] = "auto",
+    cache: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """The LAFAN1 in-betweening benchmark (L2Q, L2P, NPSS at 5/15/30/45 frames) on the test split."""
+    from .evaluation import format_inbetween, inbetween_table
+
+    for name, values in (("--label", label), ("--method", method)):
+        if values and len(values) != len(checkpoint):
+            raise MofusionError(f"give one {name} per --checkpoint")
+    for m in method or []:
+        _check_method(m)
+    table = inbetween_table(checkpoint, data, seed, sampler, steps, device, cache, label, method, max_windows)
+    typer.echo(format_inbetween(table))
+    if out is not None:
+        from ._io import atomic_write_json
+
+        atomic_write_json(out, table)
         typer.echo(str(out))
 
 

@@ -96,6 +96,9 @@ class DenoiserConfig:
     heads: int = 4
     """Cross-attention heads."""
     dropout: float = 0.1
+    mask_conditioning: bool = False
+    """Take known values and their mask as extra input channels (editing models, trained with random
+    masks): the network sees the constraint instead of having it pasted in at every step."""
 
     def __post_init__(self) -> None:
         _require(len(self.channels) >= 1, "denoiser.channels needs at least one stage")
@@ -175,6 +178,8 @@ class TrainConfig:
     ema_decay: float = 0.999
     cond_drop_prob: float = 0.1
     """Probability of replacing the condition by the null condition (classifier-free guidance)."""
+    mask_unconditional: float = 0.2
+    """For mask-conditioned models: share of training windows with nothing known."""
     seed: int = 0
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """auto: bf16 autocast on CUDA, fp32 elsewhere."""

@@ -122,6 +122,8 @@ class MotionUNet1D(nn.Module):
         cond: ``(B, L, D)`` condition tokens, or None for the null condition.
         cond_mask: ``(B, L)`` True where a token is real (None: all are).
         drop_cond: ``(B,)`` True where the condition is replaced by the null condition.
+        known: ``(B, C, T)`` known normalised features (mask-conditioned models only).
+        known_mask: ``(B, C, T)`` True where ``known`` holds (None: nothing is known).
     """
 
     def __init__(self, cfg: DenoiserConfig) -> None:
@@ -134,7 +136,8 @@ class MotionUNet1D(nn.Module):
             nn.Linear(ch[0], cfg.time_dim), nn.SiLU(), nn.Linear(cfg.time_dim, cfg.time_dim)
         )
         self.null_cond = nn.Parameter(torch.randn(cfg.null_tokens, cfg.cond_dim) * 0.02)
-        self.input = nn.Conv1d(cfg.feature_dim, ch[0], cfg.kernel_size, padding=cfg.kernel_size // 2)
+        in_channels = cfg.feature_dim * (3 if cfg.mask_conditioning else 1)
+        self.input = nn.Conv1d(in_channels, ch[0], cfg.kernel_size, padding=cfg.kernel_size // 2)
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
         previous = ch[0]
@@ -183,6 +186,8 @@ class MotionUNet1D(nn.Module):
         cond: Tensor | None = None,
         cond_mask: Tensor | None = None,
         drop_cond: Tensor | None = None,
+        known: Tensor | None = None,
+        known_mask: Tensor | None = None,
     ) -> Tensor:
         b, _, length = x.shape
         if length % self.length_multiple:
@@ -191,7 +196,18 @@ class MotionUNet1D(nn.Module):
             )
         cond, cond_mask = self._condition(b, cond, cond_mask, drop_cond, x.dtype)
         t_emb = self.time_mlp(timestep_embedding(t, self.config.channels[0]).to(x.dtype))
-        h = self.input(x)
+        if self.config.mask_conditioning:
+            if known_mask is None or known is None:
+                known_mask = torch.zeros_like(x, dtype=torch.bool)
+                known = torch.zeros_like(x)
+            m = known_mask.to(x.dtype)
+            h = self.input(torch.cat((x, known.to(x.dtype) * m, m), dim=1))
+        else:
+            if known_mask is not None:
+                raise MofusionError(
+                    "this model was not trained to take known frames as input; use --method replace"
+                )
+            h = self.input(x)
         skips = []
         for i, stage in enumerate(self.down):
             h = stage(h, t_emb, cond, cond_mask)

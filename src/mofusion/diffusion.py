@@ -203,10 +203,15 @@ def sample_loop(
     generator: torch.Generator | None = None,
     x_T: Tensor | None = None,
     callback: Callable[[int, StepOutput], None] | None = None,
+    replace_mask: Tensor | None = None,
+    replace_value: Tensor | None = None,
 ) -> Tensor:
     """Run the reverse process from ``x_T ~ N(0, I)`` and return x_0.
 
-    ``callback(index, output)`` is called after every step (progress bars, previews).
+    ``callback(index, output)`` is called after every step (progress bars, previews). With
+    ``replace_mask``/``replace_value`` (shaped like x), the known entries of each new sample are
+    replaced by ``q_sample(value, t_prev)``, and by ``value`` itself after the last step (MoFusion's
+    and EDGE's in-painting).
     """
     device = sampler.schedule.device
     x = x_T if x_T is not None else torch.randn(shape, generator=generator, device=device)
@@ -214,6 +219,14 @@ def sample_loop(
         t = sampler.t_tensor(index, x.shape[0])
         out = sampler.step(model_fn(x, t), index, x, generator)
         x = out.prev_sample
+        if replace_mask is not None and replace_value is not None:
+            if index + 1 < len(sampler.timesteps):
+                t_prev = sampler.t_tensor(index + 1, x.shape[0])
+                noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                known = sampler.schedule.q_sample(replace_value.to(x.dtype), t_prev, noise)
+            else:
+                known = replace_value.to(x.dtype)
+            x = torch.where(replace_mask, known, x)
         if callback is not None:
             callback(index, out)
     return x
@@ -224,20 +237,24 @@ def guided(
     cond: Tensor | None,
     cond_mask: Tensor | None,
     guidance_scale: float,
+    known: Tensor | None = None,
+    known_mask: Tensor | None = None,
 ) -> ModelFn:
     """Classifier-free guidance (Ho & Salimans 2022): eps = eps_null + s (eps_cond - eps_null).
 
     The conditional and null passes run as one batch of 2B. Without a condition, or with s = 1,
-    this is the plain model.
+    this is the plain model. ``known``/``known_mask`` go to mask-conditioned models unchanged.
     """
+    extra = () if known_mask is None else (known, known_mask)
     if cond is None or guidance_scale == 1.0:
-        return lambda x, t: model(x, t, cond, cond_mask)
+        return lambda x, t: model(x, t, cond, cond_mask, None, *extra)
 
     def fn(x: Tensor, t: Tensor) -> Tensor:
         b = x.shape[0]
         drop = torch.cat((torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool))).to(x.device)
         mask2 = None if cond_mask is None else torch.cat((cond_mask, cond_mask))
-        eps = model(torch.cat((x, x)), torch.cat((t, t)), torch.cat((cond, cond)), mask2, drop)
+        doubled = tuple(torch.cat((e, e)) for e in extra)
+        eps = model(torch.cat((x, x)), torch.cat((t, t)), torch.cat((cond, cond)), mask2, drop, *doubled)
         eps_cond, eps_null = eps.chunk(2)
         return eps_null + guidance_scale * (eps_cond - eps_null)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.spatial.transform import Rotation
 
 from .config import DataConfig
 from .data.dataset import ClipCollection, load_dataset
@@ -19,6 +20,7 @@ from .metrics.kinematic import (
     mean_ci,
     planted_toe_height,
 )
+from .motion import Motion
 from .pipeline import MotionPipeline
 from .representation import MotionRepresentation, Normalizer
 
@@ -48,8 +50,8 @@ def _metrics(
     spec = rep.spec
     skeleton = spec.skeleton
     positions = rep.decode_positions(features.double()).numpy()
-    to_motion = pipe.to_motion if pipe is not None else rep.decode_motion
-    fk = np.stack([to_motion(f).positions() for f in features])
+    motions = pipe.to_motions(features) if pipe is not None else [rep.decode_motion(f) for f in features]
+    fk = np.stack([m.positions() for m in motions])
     toes = [skeleton.index(spec.left_foot[-1]), skeleton.index(spec.right_foot[-1])]
     bone_abs, bone_rel = bone_length_std(positions, skeleton)
     asym_abs, asym_rel = left_right_asymmetry(positions, skeleton)
@@ -140,4 +142,188 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         cells = "".join(f"{row[k]:>11.3f} ± {row[k + '_ci95']:<6.3f}" for k, _ in columns)
         lines.append(f"{row['name']:<{name_width}}{row['samples']:>5}{cells}")
+    return "\n".join(lines)
+
+
+# -- the in-betweening benchmark (LAFAN1 protocol on a held-out split) --------------------------------
+
+TRANSITIONS = (5, 15, 30, 45)
+N_PAST = 10
+
+
+def _canonical_window(motion: Motion, rep: MotionRepresentation, n_past: int) -> Motion:
+    """LAFAN1's framing of a window: root path centred on its mean ground position, and turned so
+    the body faces +Z at the last context frame (LAFAN1 turns to +X; only the axis differs)."""
+    positions = motion.positions()
+    yaw = _facing_yaw_of(rep, positions)[n_past - 1]
+    turn = Rotation.from_euler("y", -yaw)
+    center = motion.root_positions.mean(axis=0) * np.array([1.0, 0.0, 1.0])
+    root = turn.apply(motion.root_positions - center)
+    rotations = motion.rotations.copy()
+    root_rot = Rotation.from_quat(np.roll(rotations[:, 0], -1, axis=-1))
+    rotations[:, 0] = np.roll((turn * root_rot).as_quat(), 1, axis=-1)
+    return Motion(motion.skeleton, rotations, root, motion.fps)
+
+
+def _facing_yaw_of(rep: MotionRepresentation, positions: np.ndarray) -> np.ndarray:
+    from .editing import _facing_yaw
+
+    return _facing_yaw(rep, positions)
+
+
+def motion_windows(
+    collection: ClipCollection, rep: MotionRepresentation, length: int, offset: int
+) -> list[Motion]:
+    """Sliding windows (LAFAN1: 65 frames every 40 for testing, 50 every 20 for statistics)."""
+    windows = []
+    for i in range(collection.num_clips):
+        features = torch.from_numpy(collection.clip(i)).double()
+        if len(features) < length:
+            continue
+        motion = rep.decode_motion(features)
+        for start in range(0, len(features) - length + 1, offset):
+            windows.append(_canonical_window(motion.slice(start, start + length), rep, N_PAST))
+    return windows
+
+
+def global_transforms(motions: Sequence[Motion]) -> tuple[np.ndarray, np.ndarray]:
+    """Global quaternions ``(B, T, J, 4)`` and positions ``(B, T, J, 3)`` of same-length motions."""
+    from .rotations import matrix_to_quat, quat_to_matrix
+    from .skeleton import forward_kinematics
+
+    skeleton = motions[0].skeleton
+    rot = quat_to_matrix(torch.from_numpy(np.stack([m.rotations for m in motions])))
+    root = torch.from_numpy(np.stack([m.root_positions for m in motions]))
+    positions, global_rot = forward_kinematics(skeleton, rot, root)
+    return matrix_to_quat(global_rot).numpy(), positions.numpy()
+
+
+def _velocity_jumps(positions: np.ndarray, n_past: int, n_trans: int) -> np.ndarray:
+    """Mean over joints of the change of velocity entering and leaving the transition, ``(B, 2)``."""
+    v = np.diff(positions, axis=1)  # v[i] = p[i+1] - p[i]
+    entry = np.linalg.norm(v[:, n_past - 1] - v[:, n_past - 2], axis=-1).mean(-1)
+    exit_ = np.linalg.norm(v[:, n_past + n_trans - 1] - v[:, n_past + n_trans - 2], axis=-1).mean(-1)
+    return np.stack([entry, exit_], axis=1)
+
+
+def inbetween_table(
+    checkpoints: Sequence[Path],
+    data: str | None,
+    seed: int,
+    sampler: str | None,
+    steps: int | None,
+    device: str,
+    cache: Path | None,
+    labels: Sequence[str] | None = None,
+    methods: Sequence[str | None] | None = None,
+    max_windows: int | None = None,
+    transitions: Sequence[int] = TRANSITIONS,
+) -> dict[str, Any]:
+    """L2Q, L2P and NPSS per transition length for the baselines and each model, on the test split.
+
+    Also per row: the foot-skating ratio over the windows and the velocity jump where the
+    transition meets the known frames, as a multiple of the mean frame-to-frame change of velocity
+    in the real windows.
+    """
+    from .editing import EditRequest
+    from .metrics.inbetween import interpolation_baseline, l2p, l2q, npss, zero_velocity_baseline
+
+    if not checkpoints:
+        raise MofusionError("give at least one --checkpoint")
+    pipes = [MotionPipeline.from_checkpoint(c, device) for c in checkpoints]
+    reference = pipes[0]
+    for c, pipe in zip(checkpoints, pipes, strict=True):
+        if not pipe.spec.same_as(reference.spec):
+            raise MofusionError(f"{c}: its feature layout differs from {checkpoints[0]}'s")
+    cfg = DataConfig(**{**reference.config.data.__dict__, "path": data or reference.config.data.path})
+    norm = reference.normalizer
+    dataset = load_dataset(
+        cfg, cache, normalizer=Normalizer(norm.mean.cpu(), norm.std.cpu(), norm.bound.cpu())
+    )
+    rep = MotionRepresentation(reference.spec)
+    skeleton = rep.spec.skeleton
+    test = motion_windows(dataset.subset("test"), rep, 65, 40)
+    if not test:
+        raise MofusionError("no test clip is 65 frames long")
+    if max_windows is not None and len(test) > max_windows:
+        picks = np.random.default_rng(seed).choice(len(test), size=max_windows, replace=False)
+        test = [test[i] for i in sorted(picks)]
+    stats = global_transforms(motion_windows(dataset.subset("train"), rep, 50, 20))[1]
+    pos_mean, pos_std = stats.mean(axis=(0, 1)), stats.std(axis=(0, 1))
+    toes = [skeleton.index(rep.spec.left_foot[-1]), skeleton.index(rep.spec.right_foot[-1])]
+    names = ["zero-velocity", "interpolation"] + [
+        labels[i] if labels else str(c) for i, c in enumerate(checkpoints)
+    ]  # fmt: skip
+    rows: dict[str, dict[str, Any]] = {n: {"name": n} for n in names}
+    for i, pipe in enumerate(pipes):
+        method = (methods[i] if methods else None) or pipe.edit_method
+        rows[names[2 + i]].update(checkpoint=str(checkpoints[i]), method=method)
+    real_change = []
+    for n_trans in transitions:
+        window = N_PAST + n_trans + 1
+        clips = [m.slice(0, window) for m in test]
+        true_q, true_p = global_transforms(clips)
+        v = np.diff(true_p, axis=1)
+        real_change.append(np.linalg.norm(np.diff(v, axis=1), axis=-1).mean())
+        target = N_PAST + n_trans
+        local = np.stack([m.rotations for m in clips])
+        roots = np.stack([m.root_positions for m in clips])
+        outputs: dict[str, list[Motion]] = {}
+        for name, baseline in (
+            ("zero-velocity", zero_velocity_baseline),
+            ("interpolation", interpolation_baseline),
+        ):
+            q, r = baseline(local, roots, N_PAST - 1, target)
+            filled_q, filled_r = local.copy(), roots.copy()
+            filled_q[:, N_PAST:target], filled_r[:, N_PAST:target] = q, r
+            outputs[name] = [
+                Motion(skeleton, a, b, rep.spec.fps) for a, b in zip(filled_q, filled_r, strict=True)
+            ]
+        known = np.zeros(window, dtype=bool)
+        known[:N_PAST] = True
+        known[target] = True
+        for i, pipe in enumerate(pipes):
+            requests = [EditRequest(window, known, motion=m) for m in clips]
+            method = rows[names[2 + i]]["method"]
+            results = pipe.edit(requests, seed=seed, method=method, sampler=sampler, steps=steps)
+            outputs[names[2 + i]] = [r.motion for r in results]
+        for name, motions in outputs.items():
+            pred_q, pred_p = global_transforms(motions)
+            span = slice(N_PAST, target)
+            row = rows[name]
+            row[f"L2Q@{n_trans}"] = l2q(pred_q[:, span], true_q[:, span])
+            row[f"L2P@{n_trans}"] = l2p(pred_p[:, span], true_p[:, span], pos_mean, pos_std)
+            row[f"NPSS@{n_trans}"] = npss(pred_q[:, span], true_q[:, span])
+            row[f"jump@{n_trans}"] = float(_velocity_jumps(pred_p, N_PAST, n_trans).mean() / real_change[-1])
+            row[f"skating@{n_trans}"] = float(
+                foot_skating_ratio(pred_p, toes, rep.spec.fps, ground=0.0425).mean()
+            )
+    for n_trans, change in zip(transitions, real_change, strict=True):
+        truth = global_transforms([m.slice(0, N_PAST + n_trans + 1) for m in test])[1]
+        real = rows.setdefault("real", {"name": "real"})
+        real[f"jump@{n_trans}"] = float(_velocity_jumps(truth, N_PAST, n_trans).mean() / change)
+        real[f"skating@{n_trans}"] = float(
+            foot_skating_ratio(truth, toes, rep.spec.fps, ground=0.0425).mean()
+        )
+    return {
+        "windows": len(test),
+        "fps": rep.spec.fps,
+        "transitions": list(transitions),
+        "context_frames": N_PAST,
+        "rows": [rows[n] for n in ["real", *names]],
+    }
+
+
+def format_inbetween(table: dict[str, Any]) -> str:
+    lines = [
+        f"{table['windows']} test windows at {table['fps']:g} fps, {table['context_frames']} context frames"
+    ]
+    lengths = table["transitions"]
+    for metric, digits in (("L2Q", 3), ("L2P", 3), ("NPSS", 4), ("jump", 2), ("skating", 3)):
+        lines.append("")
+        lines.append(f"{metric:<28}" + "".join(f"{n:>9}" for n in lengths))
+        for row in table["rows"]:
+            if f"{metric}@{lengths[0]}" in row:
+                cells = "".join(f"{row[f'{metric}@{n}']:>9.{digits}f}" for n in lengths)
+                lines.append(f"{row['name']:<28}{cells}")
     return "\n".join(lines)

@@ -110,6 +110,7 @@ def diffusion_losses(
     cond: Tensor | None = None,
     cond_mask: Tensor | None = None,
     drop_cond: Tensor | None = None,
+    known_mask: Tensor | None = None,
 ) -> LossTerms:
     """All loss terms of one batch.
 
@@ -122,9 +123,16 @@ def diffusion_losses(
         noise: ``(B, T, C)`` Gaussian noise.
         representation, normalizer: to decode features into joint positions.
         cfg: loss weights.
+        known_mask: ``(B, T, C)`` for mask-conditioned models: the channels given to the model as
+            known (their clean values come from ``x0``).
     """
     x_t = schedule.q_sample(x0, t, noise)
-    eps = model(x_t.transpose(1, 2), t, cond, cond_mask, drop_cond).transpose(1, 2)
+    if known_mask is None:
+        eps = model(x_t.transpose(1, 2), t, cond, cond_mask, drop_cond)
+    else:
+        known = (x0 * known_mask).transpose(1, 2)
+        eps = model(x_t.transpose(1, 2), t, cond, cond_mask, drop_cond, known, known_mask.transpose(1, 2))
+    eps = eps.transpose(1, 2)
     eps = eps.float()
     eps_mse = masked_mean((eps - noise) ** 2, mask)
     zero = torch.zeros_like(eps_mse)

@@ -134,6 +134,67 @@ class Motion:
         skeleton = skeleton.with_offsets(np.concatenate([np.zeros((1, 3)), skeleton.offsets[1:]]))
         return BvhData(skeleton, channels, 1.0 / self.fps, values)
 
+    def to_bvh_like(self, template: BvhData, scale: float = 1.0, keep: np.ndarray | None = None) -> BvhData:
+        """This motion in ``template``'s channel layout (frames at this motion's rate, which must be
+        the template's), lengths divided by ``scale`` (file units per metre: 1 / file scale).
+
+        Frames flagged in ``keep`` (indices of template frames) copy the template's values verbatim,
+        so an edited file keeps its known frames to the last printed digit. If the template's root
+        was folded into its child when it was read, the root's channels are carried over (held at
+        the template's last frame beyond its end) and the child's are solved under it. Euler angles
+        of the other frames are unwrapped towards their predecessors, so curves have no 360-degree
+        jumps at the seams.
+        """
+        t_sk = template.skeleton
+        folded = t_sk.names[1:] == self.skeleton.names
+        if not folded and t_sk.names != self.skeleton.names:
+            raise MofusionError("the motion's skeleton differs from the template BVH's")
+        if abs(template.fps - self.fps) > 1e-6:
+            raise MofusionError("resample the motion to the template's frame rate first")
+        frames = self.num_frames
+        hold = np.minimum(np.arange(frames), template.num_frames - 1)
+        t_rot, t_trans = template.local_transforms()
+        t_rot, t_trans = t_rot[hold], t_trans[hold]
+        rotations = quat_to_matrix(torch.from_numpy(self.rotations)).numpy()
+        root = self.root_positions / scale
+        if folded:
+            parent_rot, parent_pos = t_rot[:, 0], t_trans[:, 0]
+            inverse = np.swapaxes(parent_rot, -1, -2)
+            child_rot = inverse @ rotations[:, 0]
+            child_pos = (inverse @ (root - parent_pos)[..., None])[..., 0]
+            local_rot = np.concatenate([parent_rot[:, None], child_rot[:, None], rotations[:, 1:]], axis=1)
+            root_trans = [parent_pos, child_pos]
+        else:
+            local_rot = rotations
+            root_trans = [root]
+        values = np.zeros((frames, template.values.shape[1]))
+        for j, (chans, sl) in enumerate(zip(template.channels, template.channel_slices(), strict=True)):
+            block = np.zeros((frames, len(chans)))
+            order = template.rotation_order(j)
+            angles = euler_from_matrices(local_rot[:, j], order) if order else None
+            translation = root_trans[j] if j < len(root_trans) else t_trans[:, j]
+            rot_i = 0
+            for i, c in enumerate(chans):
+                if c in ROTATION_CHANNELS:
+                    block[:, i] = angles[:, rot_i]  # type: ignore[index]
+                    rot_i += 1
+                else:
+                    block[:, i] = translation[:, POSITION_CHANNELS.index(c)]
+            values[:, sl] = block
+        keep_mask = np.zeros(frames, dtype=bool)
+        if keep is not None:
+            keep_mask[np.asarray(keep, dtype=int)] = True
+            values[keep_mask] = template.values[np.flatnonzero(keep_mask)]
+        rotation_columns = np.array(
+            [c in ROTATION_CHANNELS for chans in template.channels for c in chans], dtype=bool
+        )
+        for f in range(1, frames):
+            if not keep_mask[f]:
+                prev = values[f - 1, rotation_columns]
+                cur = values[f, rotation_columns]
+                values[f, rotation_columns] = cur - 360.0 * np.round((cur - prev) / 360.0)
+        return BvhData(t_sk, template.channels, template.frame_time, values)
+
     # -- operations -----------------------------------------------------------------------------
     def resample(self, fps: float) -> Motion:
         """Resample to ``fps``: slerp for rotations, linear for the root, same start time."""

@@ -7,10 +7,11 @@ needed, because the checkpoint carries the configuration, the skeleton and the n
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -19,6 +20,7 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .config import MofusionConfig
 from .denoiser import MotionUNet1D
 from .diffusion import NoiseSchedule, StepOutput, guided, make_generator, make_sampler, sample_loop
+from .editing import ChannelTable, EditMethod, EditRequest, EditResult, align_trajectory, feature_mask
 from .errors import CheckpointError, MofusionError
 from .ik import fit_rotations
 from .motion import Motion
@@ -87,6 +89,12 @@ class MotionPipeline:
     def fps(self) -> float:
         return self.spec.fps
 
+    @property
+    def edit_method(self) -> EditMethod:
+        """How this model keeps known frames by default: models trained with masks take them as
+        input; others have them pasted in at every step."""
+        return "condition" if self.model.config.mask_conditioning else "replace"
+
     def frames_for(self, seconds: float) -> int:
         """Feature frames for a duration (decoding gives one joint frame per feature frame)."""
         if not math.isfinite(seconds) or seconds <= 0:
@@ -112,15 +120,29 @@ class MotionPipeline:
         progress: bool = False,
         callback: Callable[[int, StepOutput], None] | None = None,
         batch_size: int = 64,
+        known: Tensor | None = None,
+        known_mask: Tensor | None = None,
+        method: EditMethod | None = None,
     ) -> Generation:
         """Draw ``num_samples`` motions of ``num_frames`` frames.
 
         The length is padded up to a multiple of the U-Net's downsampling factor and cropped back.
         Samples are drawn in batches of ``batch_size`` from one seeded generator: the same seed, batch
         size and device give the same motions.
+
+        ``known (N, T, C)`` features (in data units) with ``known_mask (N, T, C)`` constrain the
+        samples (see :mod:`mofusion.editing`); ``method`` is ``"replace"``, ``"condition"`` (models
+        trained with masks) or ``"both"``, by default the model's own (:attr:`edit_method`).
         """
         if num_samples < 1:
             raise MofusionError("--num-samples must be at least 1")
+        method = method or self.edit_method
+        if (
+            known_mask is not None
+            and method in ("condition", "both")
+            and not self.model.config.mask_conditioning
+        ):
+            raise MofusionError("this checkpoint was not trained with masks; use --method replace")
         sample_cfg = self.config.sample
         kind = sampler or sample_cfg.sampler
         n_steps = steps or sample_cfg.steps
@@ -139,11 +161,21 @@ class MotionPipeline:
             unit="step",
             disable=not progress,
         )
+        if known_mask is not None and known is not None:
+            pad = (0, 0, 0, padded - known_mask.shape[1])
+            known_mask = torch.nn.functional.pad(known_mask.bool(), pad).transpose(1, 2).to(self.device)
+            known = self.normalizer.normalize(torch.nn.functional.pad(known.float(), pad).to(self.device))
+            known = torch.where(known_mask, known.transpose(1, 2), torch.zeros((), device=self.device))
         for start in range(0, num_samples, batch_size):
             b = min(batch_size, num_samples - start)
             c = None if cond is None else cond[start : start + b].to(self.device)
             m = None if cond_mask is None else cond_mask[start : start + b].to(self.device)
-            fn = guided(self.model, c, m, scale)
+            value = mask = None
+            if known_mask is not None and known is not None:
+                value, mask = known[start : start + b], known_mask[start : start + b]
+            conditions = mask is not None and method in ("condition", "both")
+            fn = guided(self.model, c, m, scale, value if conditions else None, mask if conditions else None)
+            replaces = mask is not None and method in ("replace", "both")
 
             def step_callback(index: int, out: StepOutput, b: int = b) -> None:
                 bar.update(b)
@@ -151,7 +183,13 @@ class MotionPipeline:
                     callback(index, out)
 
             x = sample_loop(
-                fn, diffusion_sampler, (b, self.spec.dim, padded), generator, callback=step_callback
+                fn,
+                diffusion_sampler,
+                (b, self.spec.dim, padded),
+                generator,
+                callback=step_callback,
+                replace_mask=mask if replaces else None,
+                replace_value=value if replaces else None,
             )
             outputs.append(x)
         bar.close()
@@ -161,6 +199,18 @@ class MotionPipeline:
             raise MofusionError("generation produced non-finite values; the checkpoint may be damaged")
         positions = self.representation.decode_positions(features)
         return Generation(features.cpu(), positions.cpu(), self.fps)
+
+    def to_motions(self, features: Tensor, ik: bool = True, iterations: int = 100) -> list[Motion]:
+        """:meth:`to_motion` for a batch ``(B, T, C)``, with one IK fit for the whole batch."""
+        feats = features.detach().double().cpu()
+        rotations, root = self.representation.decode_rotations(feats)
+        if ik:
+            targets = self.representation.decode_positions(feats)
+            rotations, root = fit_rotations(
+                self.spec.skeleton, rotations, root, targets, iterations=iterations
+            )
+        quats = matrix_to_quat(rotations).numpy()
+        return [Motion(self.spec.skeleton, q, r, self.fps) for q, r in zip(quats, root.numpy(), strict=True)]
 
     def to_motion(self, features: Tensor, ik: bool = True, iterations: int = 100) -> Motion:
         """A BVH-ready :class:`Motion` from one sample's features ``(T, C)``.
@@ -176,3 +226,96 @@ class MotionPipeline:
         targets = self.representation.decode_positions(feats)
         rotations, root = fit_rotations(self.spec.skeleton, rotations, root, targets, iterations=iterations)
         return Motion(self.spec.skeleton, matrix_to_quat(rotations).numpy(), root.numpy(), self.fps)
+
+    # -- editing ---------------------------------------------------------------------------------
+    def edit(
+        self,
+        requests: Sequence[EditRequest],
+        seed: int | None = 0,
+        method: EditMethod | None = None,
+        sampler: str | None = None,
+        steps: int | None = None,
+        progress: bool = False,
+        ik: bool = True,
+    ) -> list[EditResult]:
+        """Fill in what each request leaves unknown (all requests of one call share ``num_frames``).
+
+        Known frames and joints come back as given; generated frames are decoded, fitted by IK, and
+        their root path is bent to meet the known frames (see :mod:`mofusion.editing`).
+        """
+        if not requests:
+            return []
+        num_frames = requests[0].num_frames
+        if any(r.num_frames != num_frames for r in requests):
+            raise MofusionError("edits of one call must have the same length")
+        table = ChannelTable.of(self.spec)
+        rotations = self.spec.slices["rotations"]
+        knowns, masks = [], []
+        for r in requests:
+            features = self._input_features(r)
+            known = torch.zeros(num_frames, self.spec.dim, dtype=torch.float32)
+            known[: len(features)] = features
+            joints = None if r.joints is None else torch.from_numpy(np.asarray(r.joints, dtype=bool))[None]
+            mask = feature_mask(
+                table, torch.from_numpy(r.frames)[None], joints, torch.tensor([r.trajectory])
+            )[0]
+            mask[r.input_frames :] = False
+            mask[r.input_frames - 1, table.step] = False  # its step leads to a frame the input does not have
+            if r.motion is None:
+                mask[:, rotations] = False
+            if not bool(mask.any()):
+                raise MofusionError("nothing of the input is kept; use generate for a motion from scratch")
+            knowns.append(known)
+            masks.append(mask)
+        generation = self.generate(
+            len(requests),
+            num_frames,
+            seed=seed,
+            sampler=sampler,
+            steps=steps,
+            known=torch.stack(knowns),
+            known_mask=torch.stack(masks),
+            method=method,
+            progress=progress,
+        )
+        motions = self.to_motions(generation.features, ik=ik)
+        return [self._finish(r, m) for r, m in zip(requests, motions, strict=True)]
+
+    def _input_features(self, request: EditRequest) -> Tensor:
+        """Features of the input frames: the last frame is repeated so that every input frame has
+        one (its step channels are never treated as known)."""
+        assert request.positions is not None
+        positions = np.concatenate([request.positions, request.positions[-1:]])
+        if request.motion is not None:
+            quats = request.motion.rotations
+        else:
+            quats = np.zeros(positions.shape[:2] + (4,))
+            quats[..., 0] = 1.0
+        quats = np.concatenate([quats, quats[-1:]])[: len(positions)]
+        features = self.representation.encode(
+            torch.from_numpy(positions).double(), torch.from_numpy(quats).double()
+        )
+        return features.float()
+
+    def _finish(self, request: EditRequest, generated: Motion) -> EditResult:
+        assert request.positions is not None
+        aligned = align_trajectory(generated, request.positions, request.root_known, self.representation)
+        rotations = aligned.rotations.copy()
+        root = aligned.root_positions.copy()
+        n_in = request.input_frames
+        source = request.motion
+        if source is not None:
+            kept = np.flatnonzero(request.frames[:n_in])
+            rotations[kept] = source.rotations[kept]
+            root[kept] = source.root_positions[kept]
+            if request.joints is not None:
+                joints = np.flatnonzero(request.joints)
+                rotations[:n_in, joints] = source.rotations[:, joints]
+            if request.trajectory or (request.joints is not None and request.joints[0]):
+                root[:n_in] = source.root_positions
+        motion = Motion(self.spec.skeleton, rotations, root, self.fps)
+        positions = motion.positions()
+        if source is None:
+            kept = np.flatnonzero(request.frames[:n_in])
+            positions[kept] = request.positions[kept]
+        return EditResult(motion, positions)

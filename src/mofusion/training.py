@@ -29,6 +29,7 @@ from .config import MofusionConfig
 from .data.dataset import MotionDataset, WindowBatch, WindowSampler, load_dataset
 from .denoiser import MotionUNet1D
 from .diffusion import NoiseSchedule
+from .editing import ChannelTable, random_masks
 from .errors import CheckpointError, MofusionError
 from .losses import LossTerms, diffusion_losses
 from .representation import MotionRepresentation, Normalizer
@@ -111,6 +112,9 @@ class Trainer:
         dataset: an already loaded data set (else loaded from ``config.data``).
         resume: a run or checkpoint to continue from (same data and skeleton).
         progress: show a progress bar.
+        init_from: start a new run from these (EMA) weights; the skeleton and feature layout must
+            match. Input channels that the source model lacks (mask conditioning) start at zero, so
+            the new model begins as the source model.
     """
 
     def __init__(
@@ -121,6 +125,7 @@ class Trainer:
         resume: str | Path | None = None,
         progress: bool = True,
         cache: str | Path | None = None,
+        init_from: str | Path | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.progress = progress
@@ -149,6 +154,7 @@ class Trainer:
         config = config.updated({"denoiser": {"feature_dim": dataset.spec.dim}})
         self.config = config
         self.representation = MotionRepresentation(dataset.spec)
+        self.channel_table = ChannelTable.of(dataset.spec)
         self.normalizer = Normalizer(
             dataset.normalizer.mean, dataset.normalizer.std, dataset.normalizer.bound
         ).to(self.device)
@@ -161,6 +167,8 @@ class Trainer:
             weight_decay=config.train.weight_decay,
             betas=(0.9, 0.999),
         )
+        if init_from is not None and checkpoint is None:
+            self._initialise_from(init_from)
         self.ema = EMA(self.model, config.train.ema_decay)
         self.step = 0
         if checkpoint is not None:
@@ -186,6 +194,34 @@ class Trainer:
             config.train.precision == "auto" and self.device.type == "cuda"
         )
 
+    def _initialise_from(self, source: str | Path) -> None:
+        donor = load_checkpoint(source)
+        if not donor.spec.same_as(self.dataset.spec):
+            raise CheckpointError(f"{donor.path}: its skeleton or feature layout differs from the data's")
+        own = self.model.state_dict()
+        weights = {}
+        for name, value in donor.weights.items():
+            if name not in own:
+                raise CheckpointError(f"{donor.path}: parameter {name} does not exist in this model")
+            target = own[name]
+            if value.shape == target.shape:
+                weights[name] = value
+            elif (
+                name == "input.weight"
+                and value.shape[0] == target.shape[0]
+                and value.shape[2:] == target.shape[2:]
+            ):
+                grown = torch.zeros_like(target)
+                grown[:, : value.shape[1]] = value
+                weights[name] = grown
+            else:
+                shapes = f"{tuple(value.shape)} there, {tuple(target.shape)} here"
+                raise CheckpointError(f"{donor.path}: {name} does not fit ({shapes})")
+        missing = set(own) - set(weights)
+        if missing:
+            raise CheckpointError(f"{donor.path}: lacks {', '.join(sorted(missing)[:3])}")
+        self.model.load_state_dict(weights)
+
     # -- one step -------------------------------------------------------------------------------
     def _autocast(self) -> Any:
         if self.use_bf16:
@@ -196,6 +232,17 @@ class Trainer:
         self, x0: Tensor, mask: Tensor, generator: torch.Generator, model: torch.nn.Module, noise_seed: int
     ) -> tuple[LossTerms, Tensor]:
         batch = x0.shape[0]
+        known_mask = None
+        if self.config.denoiser.mask_conditioning:
+            known_mask = random_masks(
+                self.channel_table,
+                self.dataset.spec,
+                batch,
+                x0.shape[1],
+                generator,
+                self.config.train.mask_unconditional,
+            ).to(self.device)
+            known_mask = known_mask & mask[..., None]
         t = torch.randint(0, self.schedule.num_steps, (batch,), generator=generator).to(self.device)
         # the noise is drawn where it is used: copying a batch of it from the host costs more than the step
         noise_generator = torch.Generator(device=self.device).manual_seed(noise_seed)
@@ -211,6 +258,7 @@ class Trainer:
                 self.representation,
                 self.normalizer,
                 self.config.loss,
+                known_mask=known_mask,
             )
         return terms, t
 

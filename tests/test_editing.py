@@ -1,0 +1,313 @@
+"""Editing: masks over the feature vector, body parts, constrained sampling, and the edit commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mofusion.bvh import read_bvh
+from mofusion.cli import main
+from mofusion.config import DiffusionConfig
+from mofusion.diffusion import NoiseSchedule, make_generator, make_sampler, sample_loop
+from mofusion.editing import (
+    BODY_PARTS,
+    ChannelTable,
+    body_part_joints,
+    feature_mask,
+    parse_ranges,
+    random_masks,
+)
+from mofusion.errors import MofusionError
+from mofusion.presets import bandai_spec, smpl22_humanml3d_spec
+
+
+@pytest.fixture(scope="module")
+def spec(bandai_dataset):  # type: ignore[no-untyped-def]
+    return bandai_dataset.spec
+
+
+def names(spec, part: str) -> set[str]:  # type: ignore[no-untyped-def]
+    return {spec.skeleton.names[j] for j in body_part_joints(spec, part)}
+
+
+def test_body_parts_of_bandai(spec) -> None:  # type: ignore[no-untyped-def]
+    assert names(spec, "left-arm") == {"Shoulder_L", "UpperArm_L", "LowerArm_L", "Hand_L"}
+    assert names(spec, "head") == {"Neck", "Head"}
+    assert names(spec, "lower-body") == {"Hips"} | {
+        f"{p}_{s}" for p in ("UpperLeg", "LowerLeg", "Foot", "Toes") for s in "LR"
+    }
+    assert names(spec, "upper-body") == {"Spine", "Chest"} | names(spec, "head") | names(spec, "arms")
+    for part in BODY_PARTS:
+        assert body_part_joints(spec, part)
+    with pytest.raises(MofusionError, match="unknown body part 'tail'"):
+        body_part_joints(spec, "tail")
+
+
+def test_body_parts_of_smpl() -> None:
+    spec = smpl22_humanml3d_spec()
+    assert names(spec, "right-arm") == {"right_collar", "right_shoulder", "right_elbow", "right_wrist"}
+    assert names(spec, "head") == {"neck", "head"}
+
+
+def test_channel_table_and_masks(spec) -> None:  # type: ignore[no-untyped-def]
+    table = ChannelTable.of(spec)
+    sl = spec.slices
+    assert (table.joint[sl["root_yaw_velocity"]] == -1).all() and table.step[sl["root_xz_velocity"]].all()
+    assert not table.step[sl["local_positions"]].any() and table.step[sl["velocities"]].all()
+    hand = spec.skeleton.index("Hand_L")
+    frames = torch.tensor([[True, True, False, False, True]])
+    mask = feature_mask(table, frames)[0]
+    pose, step = ~table.step, table.step
+    assert mask[0, pose].all() and mask[0, step].all()  # frames 0 and 1 both known
+    assert mask[1, pose].all() and not mask[1, step].any()  # the step out of frame 1 leads into the gap
+    assert not mask[2].any() and not mask[3].any()
+    assert mask[4, pose].all() and not mask[4, step].any()  # the last frame has no next frame
+    joints = torch.zeros(1, spec.num_joints, dtype=torch.bool)
+    joints[0, hand] = True
+    by_joint = feature_mask(table, torch.zeros(1, 5, dtype=torch.bool), joints)[0]
+    assert by_joint[:, table.joint == hand].all() and not by_joint[:, table.joint != hand].any()
+    traj = feature_mask(table, torch.zeros(1, 5, dtype=torch.bool), trajectory=torch.tensor([True]))[0]
+    assert traj[:, table.joint == -1].all() and not traj[:, table.joint >= 0].any()
+
+
+def test_random_masks(spec) -> None:  # type: ignore[no-untyped-def]
+    masks = random_masks(
+        ChannelTable.of(spec), spec, 400, 40, torch.Generator().manual_seed(0), unconditional=0.25
+    )
+    assert masks.shape == (400, 40, spec.dim)
+    empty = (~masks.flatten(1).any(1)).float().mean()
+    assert 0.15 < float(empty) < 0.35
+
+
+def test_parse_joints(spec) -> None:  # type: ignore[no-untyped-def]
+    from mofusion.editing import parse_joints
+
+    assert {spec.skeleton.names[j] for j in parse_joints(spec, "head,Hand_R")} == {"Neck", "Head", "Hand_R"}
+    with pytest.raises(MofusionError, match="unknown body part 'Tail'"):
+        parse_joints(spec, "head,Tail")
+
+
+def test_parse_ranges() -> None:
+    assert np.flatnonzero(parse_ranges("0-2, 5", 8)).tolist() == [0, 1, 2, 5]
+    for text, message in [
+        ("0-10", "outside the clip"),
+        ("3-1", "runs backwards"),
+        ("0-3,2-5", "overlap"),
+        ("", "empty"),
+        ("0-2,,4", "empty range"),
+        ("a-b", "not a frame"),
+    ]:
+        with pytest.raises(MofusionError, match=message):
+            parse_ranges(text, 8)
+
+
+def test_replacement_returns_the_known_values_exactly() -> None:
+    schedule = NoiseSchedule(DiffusionConfig(num_steps=100))
+    value = torch.randn(2, 3, 12)
+    mask = torch.rand(2, 3, 12) < 0.4
+    for kind in ("ddpm", "ddim"):
+        out = sample_loop(lambda x, t: torch.tanh(x) * 0.3, make_sampler(schedule, kind, 20), (2, 3, 12),
+                          make_generator(0), replace_mask=mask, replace_value=value)  # fmt: skip
+        assert torch.equal(out[mask], value[mask])
+        assert not torch.allclose(out[~mask], value[~mask])
+
+
+def bandai_clip(bandai_clips: list[Path], key: str) -> Path:
+    return next(p for p in bandai_clips if key in p.name)
+
+
+def test_inbetweening_keeps_the_known_frames_verbatim(
+    tiny_run: Path, bandai_clips: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = bandai_clip(bandai_clips, "walk_happy")
+    out = tmp_path / "edit.bvh"
+    code = main(
+        ["edit", "-i", str(source), "-c", str(tiny_run), "--keep", "0-20,70-99", "-o", str(out), "-q"]
+    )
+    assert code == 0, capsys.readouterr().err
+    before, after = read_bvh(source), read_bvh(out)
+    assert after.num_frames == before.num_frames and after.channels == before.channels
+    kept = np.r_[0:21, 70:100]
+    assert np.array_equal(after.values[kept], before.values[kept])  # same values to print precision
+    assert not np.allclose(after.values[30:60], before.values[30:60])
+    assert np.isfinite(after.values).all()
+
+
+def test_continuation_appends_after_the_untouched_input(
+    tiny_run: Path, bandai_clips: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = bandai_clip(bandai_clips, "bow_old")
+    out = tmp_path / "more.bvh"
+    video = tmp_path / "more.mp4"
+    code = main(
+        [
+            "continue",
+            "-i",
+            str(source),
+            "-c",
+            str(tiny_run),
+            "--seconds",
+            "1",
+            "-o",
+            str(out),
+            "--render",
+            str(video),
+            "-q",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    before, after = read_bvh(source), read_bvh(out)
+    assert after.num_frames == before.num_frames + 30  # 1 s at the input's 30 fps
+    assert np.array_equal(after.values[: before.num_frames], before.values)
+    assert video.stat().st_size > 0
+
+
+def test_body_part_regeneration_keeps_the_other_joints(
+    tiny_run: Path, bandai_clips: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = bandai_clip(bandai_clips, "punch")
+    out = tmp_path / "arms.bvh"
+    code = main(
+        ["edit", "-i", str(source), "-c", str(tiny_run), "--regenerate", "upper-body", "-o", str(out), "-q"]
+    )
+    assert code == 0, capsys.readouterr().err
+    before, after = read_bvh(source), read_bvh(out)
+    pos_before, pos_after = before.positions(), after.positions()
+    legs = [before.skeleton.index(n) for n in ("UpperLeg_L", "LowerLeg_R", "Toes_L", "Hips")]
+    assert np.abs(pos_after[:, legs] - pos_before[:, legs]).max() < 1e-3  # cm, up to print precision
+    hand = before.skeleton.index("Hand_L")
+    assert np.abs(pos_after[:, hand] - pos_before[:, hand]).max() > 1.0
+
+
+def test_positions_input(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    generated = tmp_path / "g.npy"
+    assert main(["generate", "-c", str(tiny_run), "--seconds", "2", "-o", str(generated), "-q"]) == 0
+    out = tmp_path / "e.npy"
+    code = main(
+        ["edit", "-i", str(generated), "-c", str(tiny_run), "--keep", "0-9,30-39", "-o", str(out), "-q"]
+    )
+    assert code == 0, capsys.readouterr().err
+    before, after = np.load(generated)[0], np.load(out)[0]
+    kept = np.r_[0:10, 30:40]
+    assert np.array_equal(after[kept], before[kept].astype(np.float32))
+
+
+def test_a_mask_conditioned_model_edits(
+    tiny_masked_run: Path, bandai_clips: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = bandai_clip(bandai_clips, "walk_happy")
+    for method in ("condition", "both"):
+        out = tmp_path / f"{method}.bvh"
+        code = main(
+            [
+                "edit",
+                "-i",
+                str(source),
+                "-c",
+                str(tiny_masked_run),
+                "--keep",
+                "0-20,70-99",
+                "--method",
+                method,
+                "-o",
+                str(out),
+                "-q",
+            ]
+        )
+        assert code == 0, capsys.readouterr().err
+        assert np.array_equal(read_bvh(out).values[:21], read_bvh(source).values[:21])
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--keep", "0-500"], "outside the clip"),
+        (["--keep", "0-10,5-20"], "overlap"),
+        (["--keep", ""], "empty"),
+        (["--regenerate", "tail"], "unknown body part"),
+        (["--keep", "0-5", "--method", "condition"], "not trained with masks"),
+        (["--keep", "0-5", "--method", "magic"], "--method must be"),
+        ([], "say what to keep"),
+    ],
+)
+def test_bad_edits_give_one_line_and_write_nothing(
+    extra: list[str],
+    message: str,
+    tiny_run: Path,
+    bandai_clips: list[Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    source = bandai_clip(bandai_clips, "walk_happy")
+    out = tmp_path / "out.bvh"
+    code = main(["edit", "-i", str(source), "-c", str(tiny_run), "-o", str(out), "-q", *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not out.exists()
+
+
+def test_inputs_of_another_skeleton_or_too_short(
+    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "other.bvh"
+    other.write_text(
+        "HIERARCHY\nROOT Hips\n{\nOFFSET 0 0 0\nCHANNELS 6 Xposition Yposition Zposition Zrotation Xrotation Yrotation\n"
+        "JOINT Leg\n{\nOFFSET 0 -50 0\nCHANNELS 3 Zrotation Xrotation Yrotation\nEnd Site\n{\nOFFSET 0 -40 0\n}\n}\n}\n"
+        "MOTION\nFrames: 3\nFrame Time: 0.1\n" + "0 90 0 0 0 0 0 0 0\n" * 3
+    )
+    code = main(["continue", "-i", str(other), "-c", str(tiny_run), "-o", str(tmp_path / "o.bvh"), "-q"])
+    assert code == 2 and "is not the model's" in capsys.readouterr().err
+    short = tmp_path / "short.npy"
+    np.save(short, np.zeros((1, 21, 3), dtype=np.float32))
+    meta = tmp_path / "g.npy.json"
+    assert main(["generate", "-c", str(tiny_run), "--seconds", "1", "-o", str(tmp_path / "g.npy"), "-q"]) == 0
+    short.with_suffix(".npy.json").write_text(meta.read_text())
+    code = main(["continue", "-i", str(short), "-c", str(tiny_run), "-o", str(tmp_path / "o.npy"), "-q"])
+    assert code == 2 and "at least 2 are needed" in capsys.readouterr().err
+
+
+def test_inbetween_benchmark_runs(
+    tiny_run: Path, bandai_root: Path, session_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    out = tmp_path / "bench.json"
+    code = main(["evaluate", "inbetween", "-c", str(tiny_run), "--label", "tiny", "--data", str(bandai_root),
+                 "--max-windows", "6", "--steps", "5", "--cache", str(session_cache), "-o", str(out)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    table = json.loads(out.read_text())
+    rows = {r["name"]: r for r in table["rows"]}
+    assert set(rows) == {"real", "zero-velocity", "interpolation", "tiny"}
+    for n in (5, 15, 30, 45):
+        assert rows["interpolation"][f"L2P@{n}"] > 0 and rows["tiny"][f"NPSS@{n}"] >= 0
+    assert rows["real"]["jump@5"] == pytest.approx(1.0, abs=0.6)
+
+
+def test_trajectory_alignment_undoes_a_rigid_move(bandai_clips: list[Path]) -> None:
+    from scipy.spatial.transform import Rotation
+
+    from mofusion.editing import align_trajectory
+    from mofusion.motion import Motion
+    from mofusion.representation import MotionRepresentation
+
+    motion = (
+        Motion.from_bvh(read_bvh(bandai_clip(bandai_clips, "walk_happy")), scale=0.01)
+        .resample(20.0)
+        .slice(0, 60)
+    )
+    rep = MotionRepresentation(bandai_spec(motion.skeleton, 20.0))
+    turn = Rotation.from_euler("y", 50, degrees=True)
+    rotations = motion.rotations.copy()
+    rotations[:, 0] = np.roll(
+        (turn * Rotation.from_quat(np.roll(rotations[:, 0], -1, axis=-1))).as_quat(), 1, axis=-1
+    )
+    moved = Motion(
+        motion.skeleton, rotations, turn.apply(motion.root_positions) + np.array([2.0, 0.0, -1.0]), 20.0
+    )
+    known = np.zeros(60, dtype=bool)
+    known[[0, 59]] = True
+    aligned = align_trajectory(moved, motion.positions(), known, rep)
+    assert np.abs(aligned.positions() - motion.positions()).max() < 1e-6
