@@ -15,6 +15,9 @@ def test_set_overrides_are_typed_and_validated() -> None:
         assignments=["train.lr=1e-4", "diffusion.schedule=cosine", "data.subsets=['dataset-2']"]
     )
     assert cfg.train.lr == 1e-4 and cfg.diffusion.schedule == "cosine" and cfg.data.subsets == ["dataset-2"]
+    for spelling, value in (("true", True), ("True", True), ("false", False)):
+        cfg = MofusionConfig().updated(assignments=[f"denoiser.mask_conditioning={spelling}"])
+        assert cfg.denoiser.mask_conditioning is value
     with pytest.raises(ConfigError, match="train.lr must be positive"):
         MofusionConfig().updated(assignments=["train.lr=-1"])
     with pytest.raises(ConfigError, match="unknown field 'train.nope'"):

@@ -198,6 +198,9 @@ def test_positions_input(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureF
 def test_a_mask_conditioned_model_edits(
     tiny_masked_run: Path, bandai_clips: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from mofusion.pipeline import MotionPipeline
+
+    assert MotionPipeline.from_checkpoint(tiny_masked_run).edit_method == "both"
     source = bandai_clip(bandai_clips, "walk_happy")
     for method in ("condition", "both"):
         out = tmp_path / f"{method}.bvh"

@@ -129,3 +129,46 @@ def test_normalizer_shares_std_within_blocks() -> None:
 def test_spec_serialises(bandai_motion: Motion) -> None:
     spec = bandai_spec(bandai_motion.skeleton, 20.0)
     assert FeatureSpec.from_dict(spec.to_dict()).same_as(spec)
+
+
+def test_consolidated_positions(bandai_clips: list[Path]) -> None:
+    """Exact on consistent (real) features; on features with per-frame position noise it moves
+    towards the truth and removes most of the jitter; pinned frames keep their decoded positions."""
+    path = next(p for p in bandai_clips if "walk_happy" in p.name)
+    clip = Motion.from_bvh(read_bvh(path), scale=0.01).resample(20.0)
+    rep = MotionRepresentation(bandai_spec(clip.skeleton, 20.0))
+    features = rep.encode_motion(clip)
+    truth = rep.decode_positions(features)
+    assert torch.allclose(rep.consolidated_positions(features, 6.0), truth, atol=1e-9)
+    noisy = features.clone()
+    sl = rep.slices["local_positions"]
+    noisy[:, sl] += 0.03 * torch.randn(noisy[:, sl].shape, generator=torch.Generator().manual_seed(0))
+    raw = rep.decode_positions(noisy)
+    pinned = torch.zeros(len(noisy), dtype=torch.bool)
+    pinned[[0, 40]] = True
+    fused = rep.consolidated_positions(noisy, 6.0, pinned)
+    err_raw, err_fused = (raw - truth).norm(dim=-1).mean(), (fused - truth).norm(dim=-1).mean()
+    assert err_fused < 0.5 * err_raw
+
+    def jitter(p: torch.Tensor) -> float:
+        return float(p.diff(n=2, dim=0).norm(dim=-1).mean())
+
+    assert jitter(fused) < 0.3 * jitter(raw)
+    assert torch.allclose(fused[[0, 40]], raw[[0, 40]], atol=1e-6)
+
+
+def test_least_squares_path_by_hand() -> None:
+    """Anchors 0 and 1, a step of 0, weight w: the minimiser of p0^2 + (p1 - 1)^2 + w (p1 - p0)^2 is
+    p0 = w / (1 + 2w), p1 = (1 + w) / (1 + 2w); pinning frame 0 gives p0 = 0, p1 = 1 / (1 + w)."""
+    from mofusion.representation import least_squares_path
+
+    w = 3.0
+    anchors, steps = np.array([[[0.0], [1.0]]]), np.zeros((1, 1, 1))
+    assert least_squares_path(anchors, steps, w)[0, :, 0] == pytest.approx(
+        [w / (1 + 2 * w), (1 + w) / (1 + 2 * w)]
+    )
+    pinned = least_squares_path(anchors, steps, w, np.array([[True, False]]))[0, :, 0]
+    assert pinned == pytest.approx([0.0, 1 / (1 + w)], abs=1e-7)
+    # three frames whose steps agree with the anchors: unchanged
+    line = np.array([[[0.0], [2.0], [4.0]]])
+    assert np.allclose(least_squares_path(line, np.full((1, 2, 1), 2.0), 10.0), line)

@@ -174,7 +174,7 @@ def generate(
 
 # -- editing ---------------------------------------------------------------------------------------
 
-_METHOD_HELP = "replace, condition or both (default: condition for models trained with masks, else replace)."
+_METHOD_HELP = "replace, condition or both (default: both for models trained with masks, else replace)."
 
 
 def _write_task_result(result, clip, pipe, out: Path, render: Path | None, meta: dict) -> list[Path]:  # type: ignore[no-untyped-def]

@@ -215,11 +215,18 @@ class SampleConfig:
     guidance_scale: float = 1.0
     clip_x0: bool = True
     """Clip each step's clean-motion estimate to 1.5 x the training data's range, per feature."""
+    velocity_weight: float = 16.0
+    """Decode joint positions by least squares over the generated positions and velocities (see
+    ``MotionRepresentation.consolidated_positions``), the velocity term weighted by this times the
+    squared ratio of the two blocks' normalisation scales; 0 decodes the positions as they are.
+    Chosen on the validation split's in-betweening windows (1, 4, 16, 64 tried); its effect is
+    measured in bench/results/bandai2-inbetween."""
 
     def __post_init__(self) -> None:
         _require(self.sampler in ("ddpm", "ddim"), "sample.sampler must be ddpm or ddim")
         _require(self.steps >= 1, "sample.steps must be >= 1")
         _require(self.eta >= 0, "sample.eta must be >= 0")
+        _require(self.velocity_weight >= 0, "sample.velocity_weight must be >= 0")
 
 
 @dataclass
@@ -264,6 +271,8 @@ class MofusionConfig:
 
 
 def _parse_literal(raw: str) -> Any:
+    if raw.lower() in ("true", "false"):  # TOML/JSON spelling, as users type it
+        return raw.lower() == "true"
     try:
         return ast.literal_eval(raw)
     except (ValueError, SyntaxError):

@@ -12,8 +12,11 @@ Two ways to sample with a constraint (:func:`mofusion.diffusion.sample_loop` tak
 - ``"replace"`` (MoFusion, EDGE, MDM): after every denoising step the known part of ``x_{t-1}`` is
   replaced by ``q_sample(known, t-1)``, and by ``known`` itself at the end;
 - ``"condition"``: a model trained with random masks receives the known values and the mask as
-  extra input channels at every step, so it sees the constraint directly; ``"both"`` adds the
-  replacement on top.
+  extra input channels at every step, so it sees the constraint directly;
+- ``"both"``: the two together, the default for models trained with masks. Conditioning alone does
+  not reproduce the known values (they reach the output only through the U-Net's first stage,
+  narrower than the feature vector); the replacement makes them exact and the conditioning makes
+  the rest fit them (measured: bench/results/bandai2-inbetween).
 
 :func:`edit_motion` turns a request on a :class:`~mofusion.motion.Motion` into a new motion: known
 frames and joints are copied from the input (so a BVH keeps its values), the generated parts are
@@ -210,25 +213,7 @@ def parse_ranges(text: str, num_frames: int, what: str = "--keep") -> np.ndarray
     return known
 
 
-# -- constraints for the samplers ----------------------------------------------------------------------
-
-
-@dataclass
-class Constraint:
-    """Known entries of the model's input: ``mask (B, C, T)`` True where known, ``value (B, C, T)``
-    the normalised known features (anything where not known)."""
-
-    mask: Tensor
-    value: Tensor
-    method: EditMethod = "replace"
-
-    @property
-    def replaces(self) -> bool:
-        return self.method in ("replace", "both")
-
-    @property
-    def conditions(self) -> bool:
-        return self.method in ("condition", "both")
+# -- training masks ------------------------------------------------------------------------------------
 
 
 def random_masks(

@@ -49,7 +49,8 @@ def _metrics(
     with its IK fit) or, for real data, the decoded rotations as they are."""
     spec = rep.spec
     skeleton = spec.skeleton
-    positions = rep.decode_positions(features.double()).numpy()
+    decode = pipe.positions if pipe is not None else rep.decode_positions  # what a user gets
+    positions = decode(features.double()).numpy()
     motions = pipe.to_motions(features) if pipe is not None else [rep.decode_motion(f) for f in features]
     fk = np.stack([m.positions() for m in motions])
     toes = [skeleton.index(spec.left_foot[-1]), skeleton.index(spec.right_foot[-1])]
@@ -319,11 +320,12 @@ def format_inbetween(table: dict[str, Any]) -> str:
         f"{table['windows']} test windows at {table['fps']:g} fps, {table['context_frames']} context frames"
     ]
     lengths = table["transitions"]
+    width = max(28, *(len(row["name"]) + 2 for row in table["rows"]))
     for metric, digits in (("L2Q", 3), ("L2P", 3), ("NPSS", 4), ("jump", 2), ("skating", 3)):
         lines.append("")
-        lines.append(f"{metric:<28}" + "".join(f"{n:>9}" for n in lengths))
+        lines.append(f"{metric:<{width}}" + "".join(f"{n:>9}" for n in lengths))
         for row in table["rows"]:
             if f"{metric}@{lengths[0]}" in row:
                 cells = "".join(f"{row[f'{metric}@{n}']:>9.{digits}f}" for n in lengths)
-                lines.append(f"{row['name']:<28}{cells}")
+                lines.append(f"{row['name']:<{width}}{cells}")
     return "\n".join(lines)

@@ -92,8 +92,9 @@ class MotionPipeline:
     @property
     def edit_method(self) -> EditMethod:
         """How this model keeps known frames by default: models trained with masks take them as
-        input; others have them pasted in at every step."""
-        return "condition" if self.model.config.mask_conditioning else "replace"
+        input *and* have them pasted in at every step (``"both"``: the best of the three on the
+        in-betweening benchmark, see bench/results/bandai2-inbetween); others only the latter."""
+        return "both" if self.model.config.mask_conditioning else "replace"
 
     def frames_for(self, seconds: float) -> int:
         """Feature frames for a duration (decoding gives one joint frame per feature frame)."""
@@ -197,15 +198,32 @@ class MotionPipeline:
         features = self.normalizer.denormalize(normalised)
         if not torch.isfinite(features).all():
             raise MofusionError("generation produced non-finite values; the checkpoint may be damaged")
-        positions = self.representation.decode_positions(features)
+        positions = self.positions(features)
         return Generation(features.cpu(), positions.cpu(), self.fps)
 
-    def to_motions(self, features: Tensor, ik: bool = True, iterations: int = 100) -> list[Motion]:
-        """:meth:`to_motion` for a batch ``(B, T, C)``, with one IK fit for the whole batch."""
+    @property
+    def velocity_weight(self) -> float:
+        """Weight of the velocity features against the position features when positions are
+        consolidated: ``sample.velocity_weight`` times the squared ratio of their normalisation
+        scales (so that 1 counts errors of the same size in the model's normalised output the same)."""
+        std, slices = self.normalizer.std, self.spec.slices
+        ratio = std[slices["local_positions"]].mean() / std[slices["velocities"]].mean()
+        return self.config.sample.velocity_weight * float(ratio) ** 2
+
+    def positions(self, features: Tensor, pinned: Tensor | None = None) -> Tensor:
+        """Joint positions of generated features ``(..., T, C)`` in metres, consolidated with the
+        velocity features (see ``sample.velocity_weight``)."""
+        return self.representation.consolidated_positions(features, self.velocity_weight, pinned)
+
+    def to_motions(
+        self, features: Tensor, ik: bool = True, iterations: int = 100, pinned: Tensor | None = None
+    ) -> list[Motion]:
+        """:meth:`to_motion` for a batch ``(B, T, C)``, with one IK fit for the whole batch
+        (``pinned``: frames whose positions are known, see :meth:`positions`)."""
         feats = features.detach().double().cpu()
         rotations, root = self.representation.decode_rotations(feats)
         if ik:
-            targets = self.representation.decode_positions(feats)
+            targets = self.positions(feats, pinned)
             rotations, root = fit_rotations(
                 self.spec.skeleton, rotations, root, targets, iterations=iterations
             )
@@ -223,7 +241,7 @@ class MotionPipeline:
             return self.representation.decode_motion(features)
         feats = features.detach().double().cpu()
         rotations, root = self.representation.decode_rotations(feats)
-        targets = self.representation.decode_positions(feats)
+        targets = self.positions(feats)
         rotations, root = fit_rotations(self.spec.skeleton, rotations, root, targets, iterations=iterations)
         return Motion(self.spec.skeleton, matrix_to_quat(rotations).numpy(), root.numpy(), self.fps)
 
@@ -278,7 +296,9 @@ class MotionPipeline:
             method=method,
             progress=progress,
         )
-        motions = self.to_motions(generation.features, ik=ik)
+        pose = ~table.step  # a frame whose pose channels are all known keeps its decoded pose
+        pinned = torch.stack([m[:, pose].all(dim=-1) for m in masks])
+        motions = self.to_motions(generation.features, ik=ik, pinned=pinned)
         return [self._finish(r, m) for r, m in zip(requests, motions, strict=True)]
 
     def _input_features(self, request: EditRequest) -> Tensor:

@@ -219,6 +219,34 @@ def _default_chains(skeleton: Skeleton) -> tuple[tuple[int, ...], ...]:
 # -- helpers ----------------------------------------------------------------------------------------
 
 
+def least_squares_path(
+    anchors: np.ndarray, steps: np.ndarray, weight: float, pinned: np.ndarray | None = None
+) -> np.ndarray:
+    """Paths ``P`` ``(N, T, K)`` minimising ``sum |P_t - A_t|^2 + weight sum |P_{t+1} - P_t - D_t|^2``.
+
+    ``anchors`` ``A`` is ``(N, T, K)``, ``steps`` ``D`` is ``(N, T - 1, K)``; a ``pinned`` frame
+    (``(N, T)`` bool) keeps its anchor. The normal equations are a symmetric tridiagonal system per
+    path, solved in O(T).
+    """
+    from scipy.linalg import solve_banded
+
+    n, frames, _ = anchors.shape
+    out = np.empty_like(anchors, dtype=np.float64)
+    w = float(weight)
+    for b in range(n):
+        # a pinned frame's anchor term gets a weight that makes it exact to float precision
+        data_weight = np.ones(frames) if pinned is None else np.where(pinned[b], 1e8, 1.0)
+        banded = np.zeros((3, frames))
+        banded[0, 1:] = -w
+        banded[1] = data_weight + w * np.r_[1.0, np.full(frames - 2, 2.0), 1.0]
+        banded[2, :-1] = -w
+        rhs = data_weight[:, None] * anchors[b]
+        rhs[:-1] -= w * steps[b]
+        rhs[1:] += w * steps[b]
+        out[b] = solve_banded((1, 1), banded, rhs)
+    return out
+
+
 def gaussian_smooth(x: Tensor, sigma: float, dim: int = 0) -> Tensor:
     """Gaussian filter along ``dim`` with edge replication, as ``scipy.ndimage.gaussian_filter1d``
     (``mode='nearest'``, ``truncate=4``) computes it."""
@@ -401,6 +429,42 @@ class MotionRepresentation:
         offset = torch.stack((root[..., 0], torch.zeros_like(root[..., 0]), root[..., 2]), dim=-1)
         world = world + offset.unsqueeze(-2)
         return torch.cat((root.unsqueeze(-2), world), dim=-2)
+
+    def consolidated_positions(
+        self, features: Tensor, velocity_weight: float, pinned: Tensor | None = None
+    ) -> Tensor:
+        """World joint positions that agree with both position and velocity features, ``(..., T, J, 3)``.
+
+        A generated feature vector is redundant but not consistent: its positions carry
+        independent per-frame errors (jitter, worst at hands and toes), its velocities smaller
+        ones that drift when integrated. The least-squares path ``P`` minimising
+        ``sum_t |P_t - A_t|^2 + w sum_t |P_{t+1} - P_t - D_t|^2`` (``A`` the decoded positions, ``D``
+        the decoded displacements) keeps the low frequencies of the first and the high frequencies
+        of the second. On consistent features (real data) it returns the decoded positions.
+        ``pinned`` (``(..., T)`` bool) marks frames held at their decoded positions (known frames).
+        """
+        positions = self.decode_positions(features)
+        frames = positions.shape[-3]
+        if frames < 2 or velocity_weight <= 0:
+            return positions
+        facing, _ = self.root_trajectory(features)
+        j = self.spec.num_joints
+        velocities = features[..., self.slices["velocities"]].reshape(features.shape[:-1] + (j, 3))
+        inverse = quat_conj(facing).unsqueeze(-2).expand(velocities.shape[:-1] + (4,))
+        steps = quat_rotate(inverse, velocities)[..., :-1, :, :].detach().cpu().double().numpy()
+        anchors = positions.detach().cpu().double().numpy()
+        batch_shape = anchors.shape[:-3]
+        pins = None
+        if pinned is not None:
+            pins = np.broadcast_to(pinned.cpu().numpy(), batch_shape + (frames,)).reshape(-1, frames)
+        out = least_squares_path(
+            anchors.reshape((-1, frames, j * 3)),
+            steps.reshape((-1, frames - 1, j * 3)),
+            velocity_weight,
+            pins,
+        )
+        result = torch.from_numpy(out.reshape(batch_shape + (frames, j, 3)))
+        return result.to(dtype=positions.dtype, device=positions.device)
 
     def decode_rotations(self, features: Tensor) -> tuple[Tensor, Tensor]:
         """Local rotation matrices ``(..., T, J, 3, 3)`` and root positions ``(..., T, 3)``.
