@@ -15,6 +15,10 @@ WHAT=$1
 DATA=$2
 OUT=$3
 MOFUSION=${MOFUSION:-"python3 -m mofusion.cli"}
+if [ "$WHAT" != kinematic ] && [ "$WHAT" != editing ]; then
+  echo "usage: $0 kinematic|editing DATA OUTDIR [MAX_STEPS] [MAX_MINUTES]" >&2
+  exit 2
+fi
 mkdir -p "$OUT"
 $MOFUSION data prepare --data "$DATA" --subset dataset-2 >/dev/null
 case "$WHAT" in
@@ -47,9 +51,5 @@ editing)
     -c "$OUT/masked" --label "masked, input channels" --method condition \
     -c "$OUT/masked" --label "masked, both" --method both \
     -o "$OUT/inbetween.json"
-  ;;
-*)
-  echo "usage: $0 kinematic|editing DATA OUTDIR [MAX_STEPS] [MAX_MINUTES]" >&2
-  exit 2
   ;;
 esac
