@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mofusion.bvh import read_bvh
+from mofusion.bvh import BvhData, read_bvh
 from mofusion.cli import main
 from mofusion.config import DiffusionConfig
 from mofusion.diffusion import NoiseSchedule, make_generator, make_sampler, sample_loop
@@ -119,16 +119,19 @@ def bandai_clip(bandai_clips: list[Path], key: str) -> Path:
     return next(p for p in bandai_clips if key in p.name)
 
 
+def run_task(capsys: pytest.CaptureFixture[str], command: str, source: Path, checkpoint: Path, out: Path,
+             *options: str) -> tuple[BvhData, BvhData]:  # fmt: skip
+    """``mofusion continue|edit`` on a BVH; returns the input and the written result."""
+    code = main([command, "-i", str(source), "-c", str(checkpoint), "-o", str(out), "-q", *options])
+    assert code == 0, capsys.readouterr().err
+    return read_bvh(source), read_bvh(out)
+
+
 def test_inbetweening_keeps_the_known_frames_verbatim(
     tiny_run: Path, bandai_clips: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source = bandai_clip(bandai_clips, "walk_happy")
-    out = tmp_path / "edit.bvh"
-    code = main(
-        ["edit", "-i", str(source), "-c", str(tiny_run), "--keep", "0-20,70-99", "-o", str(out), "-q"]
-    )
-    assert code == 0, capsys.readouterr().err
-    before, after = read_bvh(source), read_bvh(out)
+    before, after = run_task(capsys, "edit", source, tiny_run, tmp_path / "edit.bvh", "--keep", "0-20,70-99")
     assert after.num_frames == before.num_frames and after.channels == before.channels
     kept = np.r_[0:21, 70:100]
     assert np.array_equal(after.values[kept], before.values[kept])  # same values to print precision
@@ -140,26 +143,9 @@ def test_continuation_appends_after_the_untouched_input(
     tiny_run: Path, bandai_clips: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source = bandai_clip(bandai_clips, "bow_old")
-    out = tmp_path / "more.bvh"
     video = tmp_path / "more.mp4"
-    code = main(
-        [
-            "continue",
-            "-i",
-            str(source),
-            "-c",
-            str(tiny_run),
-            "--seconds",
-            "1",
-            "-o",
-            str(out),
-            "--render",
-            str(video),
-            "-q",
-        ]
-    )
-    assert code == 0, capsys.readouterr().err
-    before, after = read_bvh(source), read_bvh(out)
+    before, after = run_task(capsys, "continue", source, tiny_run, tmp_path / "more.bvh",
+                             "--seconds", "1", "--render", str(video))  # fmt: skip
     assert after.num_frames == before.num_frames + 30  # 1 s at the input's 30 fps
     assert np.array_equal(after.values[: before.num_frames], before.values)
     assert video.stat().st_size > 0
@@ -169,12 +155,9 @@ def test_body_part_regeneration_keeps_the_other_joints(
     tiny_run: Path, bandai_clips: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source = bandai_clip(bandai_clips, "punch")
-    out = tmp_path / "arms.bvh"
-    code = main(
-        ["edit", "-i", str(source), "-c", str(tiny_run), "--regenerate", "upper-body", "-o", str(out), "-q"]
+    before, after = run_task(
+        capsys, "edit", source, tiny_run, tmp_path / "arms.bvh", "--regenerate", "upper-body"
     )
-    assert code == 0, capsys.readouterr().err
-    before, after = read_bvh(source), read_bvh(out)
     pos_before, pos_after = before.positions(), after.positions()
     legs = [before.skeleton.index(n) for n in ("UpperLeg_L", "LowerLeg_R", "Toes_L", "Hips")]
     assert np.abs(pos_after[:, legs] - pos_before[:, legs]).max() < 1e-3  # cm, up to print precision
@@ -203,25 +186,9 @@ def test_a_mask_conditioned_model_edits(
     assert MotionPipeline.from_checkpoint(tiny_masked_run).edit_method == "both"
     source = bandai_clip(bandai_clips, "walk_happy")
     for method in ("condition", "both"):
-        out = tmp_path / f"{method}.bvh"
-        code = main(
-            [
-                "edit",
-                "-i",
-                str(source),
-                "-c",
-                str(tiny_masked_run),
-                "--keep",
-                "0-20,70-99",
-                "--method",
-                method,
-                "-o",
-                str(out),
-                "-q",
-            ]
-        )
-        assert code == 0, capsys.readouterr().err
-        assert np.array_equal(read_bvh(out).values[:21], read_bvh(source).values[:21])
+        before, after = run_task(capsys, "edit", source, tiny_masked_run, tmp_path / f"{method}.bvh",
+                                 "--keep", "0-20,70-99", "--method", method)  # fmt: skip
+        assert np.array_equal(after.values[:21], before.values[:21])
 
 
 @pytest.mark.parametrize(

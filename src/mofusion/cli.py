@@ -177,7 +177,25 @@ def generate(
 _METHOD_HELP = "replace, condition or both (default: both for models trained with masks, else replace)."
 
 
-def _write_task_result(result, clip, pipe, out: Path, render: Path | None, meta: dict) -> list[Path]:  # type: ignore[no-untyped-def]
+def _check_method(method: str | None) -> None:
+    if method is not None and method not in ("replace", "condition", "both"):
+        raise MofusionError(f"--method must be replace, condition or both, got {method!r}")
+
+
+def _task_outputs(out: Path, render: Path | None, method: str | None) -> tuple[Path, Path | None]:
+    """Check a continue/edit call's output paths and method before anything is loaded."""
+    from .export import MOTION_SUFFIXES, check_output
+    from .render import VIDEO_SUFFIXES
+
+    out = check_output(out, MOTION_SUFFIXES)
+    render = check_output(render, VIDEO_SUFFIXES) if render is not None else None
+    _check_method(method)
+    return out, render
+
+
+def _write_task_result(result, clip, pipe, out: Path, render: Path | None, meta: dict) -> None:  # type: ignore[no-untyped-def]
+    """Write a continue/edit result as BVH (in the input's own layout when it was a BVH) or joint
+    positions with ``meta``, optionally a video, and print the paths."""
     import numpy as np
 
     from .bvh import write_bvh
@@ -199,12 +217,8 @@ def _write_task_result(result, clip, pipe, out: Path, render: Path | None, meta:
 
         skeleton = pipe.spec.skeleton
         written.append(render_video(render, [result.positions], skeleton.parents, result.fps, skeleton.names))
-    return written
-
-
-def _check_method(method: str | None) -> None:
-    if method is not None and method not in ("replace", "condition", "both"):
-        raise MofusionError(f"--method must be replace, condition or both, got {method!r}")
+    for path in written:
+        typer.echo(str(path))
 
 
 @app.command("continue")
@@ -227,14 +241,10 @@ def continue_command(
     """Continue a motion: the input is kept as it is and new motion follows it."""
     import numpy as np
 
-    from .export import MOTION_SUFFIXES, check_output
     from .pipeline import MAX_SECONDS, MotionPipeline
-    from .render import VIDEO_SUFFIXES
     from .tasks import load_clip, run_edit
 
-    out = check_output(out, MOTION_SUFFIXES)
-    render = check_output(render, VIDEO_SUFFIXES) if render is not None else None
-    _check_method(method)
+    out, render = _task_outputs(out, render, method)
     if not 0 < seconds <= MAX_SECONDS:
         raise MofusionError(f"--seconds must be between 0 and {MAX_SECONDS:.0f}, got {seconds}")
     if context <= 0:
@@ -244,14 +254,9 @@ def continue_command(
     keep = np.ones(clip.num_frames, dtype=bool)
     result = run_edit(pipe, clip, keep, extra_seconds=seconds, context_seconds=context, seed=seed,
                       method=method, sampler=sampler, steps=steps, progress=not quiet)  # type: ignore[arg-type]  # fmt: skip
-    meta = {
-        "input": str(input_path),
-        "checkpoint": str(checkpoint),
-        "seed": seed,
-        "kept_frames": clip.num_frames,
-    }
-    for path in _write_task_result(result, clip, pipe, out, render, meta):
-        typer.echo(str(path))
+    meta = {"input": str(input_path), "checkpoint": str(checkpoint), "seed": seed,
+            "kept_frames": clip.num_frames}  # fmt: skip
+    _write_task_result(result, clip, pipe, out, render, meta)
 
 
 @app.command("edit")
@@ -286,14 +291,10 @@ def edit_command(
     import numpy as np
 
     from .editing import parse_ranges
-    from .export import MOTION_SUFFIXES, check_output
     from .pipeline import MotionPipeline
-    from .render import VIDEO_SUFFIXES
     from .tasks import load_clip, run_edit
 
-    out = check_output(out, MOTION_SUFFIXES)
-    render = check_output(render, VIDEO_SUFFIXES) if render is not None else None
-    _check_method(method)
+    out, render = _task_outputs(out, render, method)
     if keep is None and regenerate is None and not keep_trajectory:
         raise MofusionError("say what to keep: --keep FRAMES, --regenerate PART and/or --keep-trajectory")
     pipe = MotionPipeline.from_checkpoint(checkpoint, device)
@@ -305,15 +306,9 @@ def edit_command(
         raise MofusionError("--keep covers every frame: nothing is left to regenerate")
     result = run_edit(pipe, clip, frames, regenerate=regenerate, keep_trajectory=keep_trajectory, seed=seed,
                       method=method, sampler=sampler, steps=steps, progress=not quiet)  # type: ignore[arg-type]  # fmt: skip
-    meta = {
-        "input": str(input_path),
-        "checkpoint": str(checkpoint),
-        "seed": seed,
-        "keep": keep,
-        "regenerate": regenerate,
-    }
-    for path in _write_task_result(result, clip, pipe, out, render, meta):
-        typer.echo(str(path))
+    meta = {"input": str(input_path), "checkpoint": str(checkpoint), "seed": seed, "keep": keep,
+            "regenerate": regenerate}  # fmt: skip
+    _write_task_result(result, clip, pipe, out, render, meta)
 
 
 # -- export ----------------------------------------------------------------------------------------

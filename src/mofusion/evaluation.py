@@ -11,7 +11,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from .config import DataConfig
-from .data.dataset import ClipCollection, load_dataset
+from .data.dataset import ClipCollection, MotionDataset, load_dataset
 from .errors import MofusionError
 from .metrics.kinematic import (
     bone_length_std,
@@ -22,7 +22,7 @@ from .metrics.kinematic import (
 )
 from .motion import Motion
 from .pipeline import MotionPipeline
-from .representation import MotionRepresentation, Normalizer
+from .representation import FeatureSpec, MotionRepresentation, Normalizer
 
 
 def real_windows(
@@ -53,7 +53,7 @@ def _metrics(
     positions = decode(features.double()).numpy()
     motions = pipe.to_motions(features) if pipe is not None else [rep.decode_motion(f) for f in features]
     fk = np.stack([m.positions() for m in motions])
-    toes = [skeleton.index(spec.left_foot[-1]), skeleton.index(spec.right_foot[-1])]
+    toes = _toe_joints(spec)
     bone_abs, bone_rel = bone_length_std(positions, skeleton)
     asym_abs, asym_rel = left_right_asymmetry(positions, skeleton)
     skate = foot_skating_ratio(positions, toes, spec.fps, ground=ground)
@@ -73,6 +73,33 @@ def _metrics(
     return row
 
 
+def _toe_joints(spec: FeatureSpec) -> list[int]:
+    """The last joint of each foot chain (the toes), where foot skating is measured."""
+    return [spec.skeleton.index(spec.left_foot[-1]), spec.skeleton.index(spec.right_foot[-1])]
+
+
+def _comparable_models(
+    checkpoints: Sequence[Path], data: str | None, device: str, cache: Path | None
+) -> tuple[list[MotionPipeline], MotionDataset, MotionRepresentation]:
+    """The checkpoints (which must share one feature layout) and the data set of the first one (or
+    ``data``), normalised as that model expects."""
+    if not checkpoints:
+        raise MofusionError("give at least one --checkpoint")
+    pipes = [MotionPipeline.from_checkpoint(c, device) for c in checkpoints]
+    reference = pipes[0]
+    for c, pipe in zip(checkpoints, pipes, strict=True):
+        if not pipe.spec.same_as(reference.spec):
+            raise MofusionError(
+                f"{c}: its feature layout differs from {checkpoints[0]}'s; compare like with like"
+            )
+    cfg = DataConfig(**{**reference.config.data.__dict__, "path": data or reference.config.data.path})
+    norm = reference.normalizer
+    dataset = load_dataset(
+        cfg, cache, normalizer=Normalizer(norm.mean.cpu(), norm.std.cpu(), norm.bound.cpu())
+    )
+    return pipes, dataset, MotionRepresentation(reference.spec)
+
+
 def kinematics_table(
     checkpoints: Sequence[Path],
     data: str | None,
@@ -87,33 +114,18 @@ def kinematics_table(
 ) -> list[dict[str, Any]]:
     """Rows: real test windows, real training windows, then each checkpoint's samples.
 
-    Positions come from the features' joint-position block (the positions the kinematic losses act
-    on); ``skating_ratio_bvh`` is measured on what ``mofusion generate`` writes to a BVH file.
+    Positions are what the library gives a user: for real windows the features' joint-position block
+    (what the kinematic losses act on), for models that block consolidated with the velocity
+    features (:meth:`MotionPipeline.positions`); ``skating_ratio_bvh`` is measured on what
+    ``mofusion generate`` writes to a BVH file.
     """
-    if not checkpoints:
-        raise MofusionError("give at least one --checkpoint")
-    pipes = [MotionPipeline.from_checkpoint(c, device) for c in checkpoints]
-    reference = pipes[0]
-    for c, pipe in zip(checkpoints, pipes, strict=True):
-        if not pipe.spec.same_as(reference.spec):
-            raise MofusionError(
-                f"{c}: its feature layout differs from {checkpoints[0]}'s; compare like with like"
-            )
-    cfg = DataConfig(**{**reference.config.data.__dict__, "path": data or reference.config.data.path})
-    dataset = load_dataset(
-        cfg,
-        cache,
-        normalizer=Normalizer(
-            reference.normalizer.mean.cpu(), reference.normalizer.std.cpu(), reference.normalizer.bound.cpu()
-        ),
-    )
-    rep = MotionRepresentation(reference.spec)
-    frames = reference.frames_for(seconds)
+    pipes, dataset, rep = _comparable_models(checkpoints, data, device, cache)
+    frames = pipes[0].frames_for(seconds)
     test = torch.from_numpy(real_windows(dataset.subset("test"), frames))
     train = torch.from_numpy(
         real_windows(dataset.subset("train"), frames, limit=max(num_samples, 200), seed=seed)
     )
-    toes = [rep.spec.skeleton.index(rep.spec.left_foot[-1]), rep.spec.skeleton.index(rep.spec.right_foot[-1])]
+    toes = _toe_joints(rep.spec)
     ground = planted_toe_height(rep.decode_positions(test.double()).numpy(), toes)
     rows = [_metrics("real test", test, rep, ground), _metrics("real train", train, rep, ground)]
     for i, (c, pipe) in enumerate(zip(checkpoints, pipes, strict=True)):
@@ -150,6 +162,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 TRANSITIONS = (5, 15, 30, 45)
 N_PAST = 10
+INBETWEEN_GROUND = 0.0425
+"""Planted toe-joint height (m) used for foot skating in the in-betweening benchmark: Bandai-Namco's
+toe joint sits about 4 cm above the floor (see :func:`planted_toe_height`)."""
 
 
 def _canonical_window(motion: Motion, rep: MotionRepresentation, n_past: int) -> Motion:
@@ -207,6 +222,17 @@ def _velocity_jumps(positions: np.ndarray, n_past: int, n_trans: int) -> np.ndar
     return np.stack([entry, exit_], axis=1)
 
 
+def _seams_and_skating(
+    positions: np.ndarray, n_trans: int, change: float, toes: list[int], fps: float
+) -> dict[str, float]:
+    """The velocity jump at the transition's ends over ``change`` (the real windows' mean
+    frame-to-frame change of velocity) and the foot-skating ratio, for one transition length."""
+    return {
+        f"jump@{n_trans}": float(_velocity_jumps(positions, N_PAST, n_trans).mean() / change),
+        f"skating@{n_trans}": float(foot_skating_ratio(positions, toes, fps, ground=INBETWEEN_GROUND).mean()),
+    }
+
+
 def inbetween_table(
     checkpoints: Sequence[Path],
     data: str | None,
@@ -229,19 +255,7 @@ def inbetween_table(
     from .editing import EditRequest
     from .metrics.inbetween import interpolation_baseline, l2p, l2q, npss, zero_velocity_baseline
 
-    if not checkpoints:
-        raise MofusionError("give at least one --checkpoint")
-    pipes = [MotionPipeline.from_checkpoint(c, device) for c in checkpoints]
-    reference = pipes[0]
-    for c, pipe in zip(checkpoints, pipes, strict=True):
-        if not pipe.spec.same_as(reference.spec):
-            raise MofusionError(f"{c}: its feature layout differs from {checkpoints[0]}'s")
-    cfg = DataConfig(**{**reference.config.data.__dict__, "path": data or reference.config.data.path})
-    norm = reference.normalizer
-    dataset = load_dataset(
-        cfg, cache, normalizer=Normalizer(norm.mean.cpu(), norm.std.cpu(), norm.bound.cpu())
-    )
-    rep = MotionRepresentation(reference.spec)
+    pipes, dataset, rep = _comparable_models(checkpoints, data, device, cache)
     skeleton = rep.spec.skeleton
     test = motion_windows(dataset.subset("test"), rep, 65, 40)
     if not test:
@@ -251,21 +265,20 @@ def inbetween_table(
         test = [test[i] for i in sorted(picks)]
     stats = global_transforms(motion_windows(dataset.subset("train"), rep, 50, 20))[1]
     pos_mean, pos_std = stats.mean(axis=(0, 1)), stats.std(axis=(0, 1))
-    toes = [skeleton.index(rep.spec.left_foot[-1]), skeleton.index(rep.spec.right_foot[-1])]
+    toes = _toe_joints(rep.spec)
     names = ["zero-velocity", "interpolation"] + [
         labels[i] if labels else str(c) for i, c in enumerate(checkpoints)
     ]  # fmt: skip
-    rows: dict[str, dict[str, Any]] = {n: {"name": n} for n in names}
+    rows: dict[str, dict[str, Any]] = {n: {"name": n} for n in ["real", *names]}
     for i, pipe in enumerate(pipes):
         method = (methods[i] if methods else None) or pipe.edit_method
         rows[names[2 + i]].update(checkpoint=str(checkpoints[i]), method=method)
-    real_change = []
     for n_trans in transitions:
         window = N_PAST + n_trans + 1
         clips = [m.slice(0, window) for m in test]
         true_q, true_p = global_transforms(clips)
-        v = np.diff(true_p, axis=1)
-        real_change.append(np.linalg.norm(np.diff(v, axis=1), axis=-1).mean())
+        change = np.linalg.norm(np.diff(true_p, n=2, axis=1), axis=-1).mean()
+        rows["real"].update(_seams_and_skating(true_p, n_trans, change, toes, rep.spec.fps))
         target = N_PAST + n_trans
         local = np.stack([m.rotations for m in clips])
         roots = np.stack([m.root_positions for m in clips])
@@ -295,23 +308,13 @@ def inbetween_table(
             row[f"L2Q@{n_trans}"] = l2q(pred_q[:, span], true_q[:, span])
             row[f"L2P@{n_trans}"] = l2p(pred_p[:, span], true_p[:, span], pos_mean, pos_std)
             row[f"NPSS@{n_trans}"] = npss(pred_q[:, span], true_q[:, span])
-            row[f"jump@{n_trans}"] = float(_velocity_jumps(pred_p, N_PAST, n_trans).mean() / real_change[-1])
-            row[f"skating@{n_trans}"] = float(
-                foot_skating_ratio(pred_p, toes, rep.spec.fps, ground=0.0425).mean()
-            )
-    for n_trans, change in zip(transitions, real_change, strict=True):
-        truth = global_transforms([m.slice(0, N_PAST + n_trans + 1) for m in test])[1]
-        real = rows.setdefault("real", {"name": "real"})
-        real[f"jump@{n_trans}"] = float(_velocity_jumps(truth, N_PAST, n_trans).mean() / change)
-        real[f"skating@{n_trans}"] = float(
-            foot_skating_ratio(truth, toes, rep.spec.fps, ground=0.0425).mean()
-        )
+            row.update(_seams_and_skating(pred_p, n_trans, change, toes, rep.spec.fps))
     return {
         "windows": len(test),
         "fps": rep.spec.fps,
         "transitions": list(transitions),
         "context_frames": N_PAST,
-        "rows": [rows[n] for n in ["real", *names]],
+        "rows": list(rows.values()),
     }
 
 

@@ -239,11 +239,7 @@ class MotionPipeline:
         """
         if not ik:
             return self.representation.decode_motion(features)
-        feats = features.detach().double().cpu()
-        rotations, root = self.representation.decode_rotations(feats)
-        targets = self.positions(feats)
-        rotations, root = fit_rotations(self.spec.skeleton, rotations, root, targets, iterations=iterations)
-        return Motion(self.spec.skeleton, matrix_to_quat(rotations).numpy(), root.numpy(), self.fps)
+        return self.to_motions(features[None], iterations=iterations)[0]
 
     # -- editing ---------------------------------------------------------------------------------
     def edit(
