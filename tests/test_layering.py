@@ -18,6 +18,8 @@ CORE = [
     "losses",
     "config",
     "errors",
+    "captions",
+    "encoders",
 ]
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ._io import atomic_write_text
+from ._io import _umask, atomic_write_text
 from .config import FORMAT_VERSION, MofusionConfig
 from .errors import CheckpointError, MofusionError
 from .representation import FeatureSpec, Normalizer
@@ -50,6 +50,18 @@ class Checkpoint:
     step: int
     file_scale: float
     train_state: dict[str, Any] | None = None
+
+
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+DEFAULT_MODEL = "bandai-text"
+
+
+def default_checkpoint() -> Path:
+    """The text-to-motion model that ships inside the package (trained on Bandai-Namco, CC BY-NC 4.0)."""
+    path = PRETRAINED_DIR / DEFAULT_MODEL
+    if not (path / MODEL_FILE).is_file():
+        raise CheckpointError(f"{path}: the packaged default model is missing; pass --checkpoint")
+    return path
 
 
 def resolve(path: str | Path) -> Path:
@@ -110,6 +122,7 @@ def save_checkpoint(
         for item in tmp.iterdir():
             with open(item, "rb") as handle:
                 os.fsync(handle.fileno())
+            os.chmod(item, 0o666 & ~_umask())  # as any other file the user writes (safetensors makes 0600)
         os.chmod(tmp, 0o755)
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")

