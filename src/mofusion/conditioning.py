@@ -82,9 +82,6 @@ class CaptionBank:
         index = captions.to(self.device)
         return self.tokens[index], self.mask[index]
 
-    def texts(self, captions: Tensor) -> list[str]:
-        return [self.table.texts[i] for i in captions.tolist()]
-
 
 def encode_prompts(cfg: ConditionConfig, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
     """Condition tokens and mask for prompts, checked (empty, too long, not UTF-8)."""

@@ -48,6 +48,15 @@ class TextEncoder(Protocol):
     def encode(self, texts: Sequence[str]) -> TextEmbedding: ...
 
 
+def _embedding(hidden: Tensor, mask: Tensor) -> TextEmbedding:
+    """Token states, their mask and the pooled sentence vector: the mean of the real tokens,
+    L2-normalised (sentence-transformers' mean pooling + Normalize)."""
+    weights = mask[..., None].float()
+    pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+    pooled = torch.nn.functional.normalize(pooled, dim=-1)
+    return TextEmbedding(hidden.cpu(), mask.cpu(), pooled.cpu())
+
+
 def check_text(text: str, source: str = "--text") -> str:
     """A prompt, stripped; one clear error for an empty, over-long or undecodable one."""
     try:
@@ -100,10 +109,7 @@ class HuggingFaceTextEncoder:
         ).to(self.device)
         hidden = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
         mask = batch["attention_mask"].bool()
-        weights = mask[..., None].float()
-        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-        pooled = torch.nn.functional.normalize(pooled, dim=-1)
-        return TextEmbedding(hidden.float().cpu(), mask.cpu(), pooled.float().cpu())
+        return _embedding(hidden.float(), mask)
 
 
 class BertTextEncoder:
@@ -172,10 +178,7 @@ class BertTextEncoder:
             )
             h = torch.nn.functional.gelu(self._dense(x, f"{p}.intermediate.dense"))
             x = self._norm(x + self._dense(h, f"{p}.output.dense"), f"{p}.output.LayerNorm")
-        weights = mask[..., None].float()
-        pooled = (x * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-        pooled = torch.nn.functional.normalize(pooled, dim=-1)
-        return TextEmbedding(x.cpu(), mask.cpu(), pooled.cpu())
+        return _embedding(x, mask)
 
 
 def minilm_folder() -> Path:

@@ -189,11 +189,10 @@ def text_table(
     items = _items(test, max_frames, phrasing, pool_size)
     same_label, fallbacks = _same_label_clips(items, train)
     all_captions = sorted({c for cs in items.captions for c in cs})
-    caption_index = {c: i for i, c in enumerate(all_captions)}
-    text_encoder = load_text_encoder(evaluator.config.text_encoder)
-    pooled = embed_texts(text_encoder, all_captions, cache).pooled
+    table = embed_texts(load_text_encoder(evaluator.config.text_encoder), all_captions, cache)
+    caption_index = table.index()
     with torch.no_grad():
-        caption_emb = evaluator.embed_text(pooled).numpy().astype(np.float64)
+        caption_emb = evaluator.embed_text(table.pooled).numpy().astype(np.float64)
     reference = evaluator.embed_motions(items.real).numpy().astype(np.float64)
 
     names = [f"real {split} motions", "random training clip", "same-label training clip"]
@@ -293,15 +292,18 @@ def label_prototypes(
     evaluator: TextMotionEvaluator, labels: list[str], cache: str | Path | None = None
 ) -> np.ndarray:
     """One unit vector per ``content/style`` label: the mean evaluator embedding of its training captions."""
-    encoder = load_text_encoder(evaluator.config.text_encoder)
-    out = []
+    per_label = []
     for label in labels:
         content, style = label.split("/")
-        texts = captions_for({"content": content, "style": style}, "train")
-        with torch.no_grad():
-            emb = evaluator.embed_text(embed_texts(encoder, texts, cache).pooled).mean(0)
-        out.append(torch.nn.functional.normalize(emb, dim=0).numpy())
-    return np.stack(out)
+        per_label.append(captions_for({"content": content, "style": style}, "train"))
+    # every label's captions encoded in one pass (one cache entry), then averaged per label
+    texts = [t for captions in per_label for t in captions]
+    pooled = embed_texts(load_text_encoder(evaluator.config.text_encoder), texts, cache).pooled
+    with torch.no_grad():
+        emb = evaluator.embed_text(pooled)
+    bounds = np.cumsum([0] + [len(c) for c in per_label])
+    means = torch.stack([emb[a:b].mean(0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+    return torch.nn.functional.normalize(means, dim=1).numpy()
 
 
 def prompt_table(

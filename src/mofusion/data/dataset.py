@@ -535,12 +535,13 @@ def load_dataset(
     """
     if not cfg.path:
         raise MofusionError("no data path: pass --data PATH")
+    from ..presets import HUMANML3D_FPS
     from .humanml3d import is_humanml3d, load_humanml3d_splits
 
     split_path: Path | None
     if is_humanml3d(cfg.path):
-        if cfg.fps != 20.0:
-            raise InputError(cfg.path, f"HumanML3D is at 20 fps; data.fps is {cfg.fps}")
+        if cfg.fps != HUMANML3D_FPS:
+            raise InputError(cfg.path, f"HumanML3D is at {HUMANML3D_FPS:g} fps; data.fps is {cfg.fps}")
         collection, split = load_humanml3d_splits(cfg.path)
         split_path = None
     else:
