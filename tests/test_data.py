@@ -98,6 +98,14 @@ def test_motion_pack_round_trip(
     assert from_pack.names == original.names
     sl = original.spec.slices["local_positions"]
     assert np.abs(from_pack.features[:, sl] - original.features[:, sl]).max() < 1e-3  # metres
+    sample = write_motion_pack(
+        DataConfig(path=str(bandai_root), subsets=["dataset-1"]),
+        tmp_path / "s.npz",
+        session_cache,
+        False,
+        every=10,
+    )
+    assert sample.names == original.names[::10]
 
 
 def test_empty_and_mixed_folders_are_rejected(tmp_path: Path, bandai_clips: list[Path]) -> None:

@@ -114,3 +114,20 @@ def test_ik_recovers_positions_from_perturbed_rotations() -> None:
     fitted, fitted_root = fit_rotations(sk, noisy, root + 0.02, targets, iterations=300, anchor=0.0)
     after = (forward_kinematics(sk, fitted, fitted_root)[0] - targets).norm(dim=-1).mean()
     assert before > 0.02 and after < 0.1 * before
+
+
+def test_ik_adam_steps_equal_torch_adam() -> None:
+    """The IK's hand-written Adam (no torch._dynamo import) takes torch.optim.Adam's steps."""
+    from mofusion.ik import _Adam
+
+    target = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    ours = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    ref = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    adam, reference = _Adam([ours], lr=0.1), torch.optim.Adam([ref], lr=0.1)
+    for _ in range(20):
+        adam.step(torch.autograd.grad(((ours - target) ** 4).sum(), [ours]))
+        reference.zero_grad()
+        ((ref - target) ** 4).sum().backward()
+        reference.step()
+    assert torch.allclose(ours, ref, atol=1e-12)
+    assert not torch.allclose(ours, torch.zeros(3, dtype=torch.float64))

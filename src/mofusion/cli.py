@@ -110,15 +110,20 @@ def train(
     if init_from is not None and resume is not None:
         raise MofusionError("--init-from starts a new run; it cannot be combined with --resume")
     trainer = Trainer(cfg, out, resume=resume, progress=not quiet, cache=cache, init_from=init_from)
-    _echo(
-        f"model: {trainer.model.num_parameters() / 1e6:.2f} M parameters; data: "
-        f"{trainer.dataset.collection.num_clips} clips, {len(trainer.dataset.split['train'])} for training; "
-        f"features: {trainer.dataset.spec.dim}; device: {trainer.device}"
-    )
+    main = trainer.dist.is_main  # under accelerate launch / torchrun, rank 0 speaks for the job
+    processes = f" x {trainer.dist.world_size} processes" if trainer.dist.enabled else ""
+    if main:
+        _echo(
+            f"model: {trainer.model.num_parameters() / 1e6:.2f} M parameters; data: "
+            f"{trainer.dataset.collection.num_clips} clips, {len(trainer.dataset.split['train'])} for "
+            f"training; features: {trainer.dataset.spec.dim}; device: {trainer.device}{processes}"
+        )
     result = trainer.fit()
     minutes = (time.perf_counter() - started) / 60
     val = f", val loss {result.last_val['val_loss']:.4f}" if result.last_val else ""
-    _echo(f"trained to step {result.step} in {minutes:.1f} min{val}; checkpoint: {result.checkpoint}")
+    if main:
+        _echo(f"trained to step {result.step} in {minutes:.1f} min{val}; checkpoint: {result.checkpoint}")
+    trainer.dist.close()
 
 
 # -- generate --------------------------------------------------------------------------------------
@@ -158,6 +163,13 @@ def generate(
         typer.Option("--no-ik", help="Write the predicted rotations as they are (no fit to the positions)."),
     ] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    acceleration: Annotated[
+        str,
+        typer.Option(
+            help="Sampling speed-ups: auto (CUDA graph on a GPU, bf16 from batch 64; none on a CPU), "
+            "none, or bf16/compile/graph joined by '+' (compile pays in long runs only)."
+        ),
+    ] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Generate motions with a trained model and write them as BVH or joint positions.
@@ -182,7 +194,7 @@ def generate(
     check_seconds(seconds)
     if text is not None:
         text = check_text(text)
-    pipe = MotionPipeline.from_checkpoint(checkpoint or default_checkpoint(), device)
+    pipe = MotionPipeline.from_checkpoint(checkpoint or default_checkpoint(), device, acceleration)
     frames = pipe.frames_for(seconds)
     cond = cond_mask = None
     if text is not None:
@@ -508,13 +520,19 @@ def data_pack(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .npz.")],
     subset: Annotated[list[str] | None, typer.Option("--subset")] = None,
     fps: Annotated[float, typer.Option()] = 20.0,
+    every: Annotated[
+        int, typer.Option(help="Keep every N-th clip (a small sample, e.g. for a throughput benchmark).")
+    ] = 1,
     cache: Annotated[Path | None, typer.Option()] = None,
 ) -> None:
     """Write the resampled motions as a compact .npz that --data accepts (to carry to a GPU machine)."""
     from .config import DataConfig
     from .data.dataset import write_motion_pack
 
-    collection = write_motion_pack(DataConfig(path=data, subsets=list(subset or []), fps=fps), out, cache)
+    if every < 1:
+        raise MofusionError(f"--every must be at least 1, got {every}")
+    config = DataConfig(path=data, subsets=list(subset or []), fps=fps)
+    collection = write_motion_pack(config, out, cache, every=every)
     typer.echo(f"{out} ({out.stat().st_size / 2**20:.1f} MiB, {collection.num_clips} clips)")
 
 

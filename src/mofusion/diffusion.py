@@ -95,6 +95,30 @@ def spaced_timesteps(num_train_steps: int, num_steps: int) -> np.ndarray:
     return steps.copy()
 
 
+@dataclass(frozen=True)
+class StepCoefficients:
+    """One reverse step as a linear map, so that the eager and the captured (CUDA graph) loops share
+    it: ``x_0 = (x_t - sqrt_one_minus_ab * eps) / sqrt_ab`` (clipped, with eps made consistent), then
+    ``x_s = x0_weight * x_0 + xt_weight * x_t + eps_weight * eps + sigma * z``."""
+
+    sqrt_ab: float
+    sqrt_one_minus_ab: float
+    x0_weight: float
+    xt_weight: float
+    eps_weight: float
+    sigma: float
+
+    def as_tuple(self) -> tuple[float, ...]:
+        return (
+            self.sqrt_ab,
+            self.sqrt_one_minus_ab,
+            self.x0_weight,
+            self.xt_weight,
+            self.eps_weight,
+            self.sigma,
+        )
+
+
 class _Sampler:
     def __init__(self, schedule: NoiseSchedule, clip: Tensor | None = None) -> None:
         self.schedule = schedule
@@ -104,15 +128,35 @@ class _Sampler:
     def set_timesteps(self, num_steps: int) -> None:
         self.timesteps = spaced_timesteps(self.schedule.num_steps, num_steps)
 
-    def _estimate(self, eps: Tensor, x_t: Tensor, alpha_bar: float) -> tuple[Tensor, Tensor]:
+    def coefficients(self, index: int) -> StepCoefficients:
+        raise NotImplementedError
+
+    def step(
+        self, eps: Tensor, index: int, x_t: Tensor, generator: torch.Generator | None = None
+    ) -> StepOutput:
+        """x at the next kept step from the model's ``eps`` at step ``index`` (noise drawn from
+        ``generator`` where the step adds any)."""
+        c = self.coefficients(index)
+        x0, eps = self._estimate(eps, x_t, c.sqrt_ab, c.sqrt_one_minus_ab)
+        prev = c.x0_weight * x0 + c.xt_weight * x_t
+        if c.eps_weight:
+            prev = prev + c.eps_weight * eps
+        if c.sigma > 0:
+            noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
+            prev = prev + c.sigma * noise
+        return StepOutput(prev, x0)
+
+    def _estimate(
+        self, eps: Tensor, x_t: Tensor, sqrt_ab: float, sqrt_one_minus_ab: float
+    ) -> tuple[Tensor, Tensor]:
         """x_0 from eps (Ho et al. eq. 15); with a clip bound, x_0 is clamped to it and eps is
         recomputed from the clamped x_0 so that the step stays consistent (as diffusers does)."""
-        x0 = (x_t - math.sqrt(1 - alpha_bar) * eps) / math.sqrt(alpha_bar)
+        x0 = (x_t - sqrt_one_minus_ab * eps) / sqrt_ab
         if self.clip is None:
             return x0, eps
         bound = self.clip.to(x0.device, x0.dtype).reshape((1, -1) + (1,) * (x0.ndim - 2))
         x0 = torch.maximum(torch.minimum(x0, bound), -bound)
-        eps = (x_t - math.sqrt(alpha_bar) * x0) / math.sqrt(1 - alpha_bar)
+        eps = (x_t - sqrt_ab * x0) / sqrt_one_minus_ab
         return x0, eps
 
     def _alpha_bars(self, index: int) -> tuple[float, float]:
@@ -132,24 +176,17 @@ class DDPMSampler(_Sampler):
     & Dhariwal 2021, sec. 4), so the process stays the trained one.
     """
 
-    def step(
-        self, eps: Tensor, index: int, x_t: Tensor, generator: torch.Generator | None = None
-    ) -> StepOutput:
+    def coefficients(self, index: int) -> StepCoefficients:
         # 1. alpha_bar at this step (t) and the next kept step (s); the beta that joins them
         ab_t, ab_s = self._alpha_bars(index)
         beta = 1 - ab_t / ab_s
-        # 2. predicted x_0 (eq. 15), clipped to the data's range when a bound is set
-        x0, _ = self._estimate(eps, x_t, ab_t)
-        # 3. posterior mean of q(x_s | x_t, x_0) (eq. 7)
-        mean = (math.sqrt(ab_s) * beta / (1 - ab_t)) * x0 + (
-            math.sqrt(1 - beta) * (1 - ab_s) / (1 - ab_t)
-        ) * x_t
-        if index + 1 >= len(self.timesteps):
-            return StepOutput(mean, x0)
-        # 4. add noise with the posterior variance beta~ = beta (1 - alpha_bar_s) / (1 - alpha_bar_t)
-        variance = beta * (1 - ab_s) / (1 - ab_t)
-        noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
-        return StepOutput(mean + math.sqrt(variance) * noise, x0)
+        # 2. posterior mean of q(x_s | x_t, x_0) (eq. 7): a mix of the predicted x_0 and x_t
+        x0_weight = math.sqrt(ab_s) * beta / (1 - ab_t)
+        xt_weight = math.sqrt(1 - beta) * (1 - ab_s) / (1 - ab_t)
+        # 3. posterior variance beta~ = beta (1 - alpha_bar_s) / (1 - alpha_bar_t); none after the last step
+        last = index + 1 >= len(self.timesteps)
+        sigma = 0.0 if last else math.sqrt(beta * (1 - ab_s) / (1 - ab_t))
+        return StepCoefficients(math.sqrt(ab_t), math.sqrt(1 - ab_t), x0_weight, xt_weight, 0.0, sigma)
 
 
 class DDIMSampler(_Sampler):
@@ -161,22 +198,17 @@ class DDIMSampler(_Sampler):
             raise MofusionError("eta must be >= 0")
         self.eta = eta
 
-    def step(
-        self, eps: Tensor, index: int, x_t: Tensor, generator: torch.Generator | None = None
-    ) -> StepOutput:
+    def coefficients(self, index: int) -> StepCoefficients:
         # 1. alpha_bar at t and at the next kept step s
         ab_t, ab_s = self._alpha_bars(index)
-        # 2. predicted x_0 (DDIM eq. 12, "predicted x0"), clipped to the data's range when a bound is set
-        x0, eps = self._estimate(eps, x_t, ab_t)
-        # 3. sigma_t(eta) (eq. 16)
+        # 2. sigma_t(eta) (eq. 16); no noise after the last step
         sigma = self.eta * math.sqrt((1 - ab_s) / (1 - ab_t)) * math.sqrt(1 - ab_t / ab_s)
-        # 4. direction pointing to x_t, and the step (eq. 12)
-        direction = math.sqrt(max(1 - ab_s - sigma**2, 0.0)) * eps
-        prev = math.sqrt(ab_s) * x0 + direction
-        if sigma > 0 and index + 1 < len(self.timesteps):
-            noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
-            prev = prev + sigma * noise
-        return StepOutput(prev, x0)
+        # 3. x_s = sqrt(alpha_bar_s) x_0 + sqrt(1 - alpha_bar_s - sigma^2) eps + sigma z   (eq. 12)
+        direction = math.sqrt(max(1 - ab_s - sigma**2, 0.0))
+        last = index + 1 >= len(self.timesteps)
+        return StepCoefficients(
+            math.sqrt(ab_t), math.sqrt(1 - ab_t), math.sqrt(ab_s), 0.0, direction, 0.0 if last else sigma
+        )
 
 
 Sampler = DDPMSampler | DDIMSampler

@@ -40,6 +40,9 @@ class TextEmbedding:
     mask: Tensor
     pooled: Tensor
 
+    def cpu(self) -> TextEmbedding:
+        return TextEmbedding(self.tokens.cpu(), self.mask.cpu(), self.pooled.cpu())
+
 
 class TextEncoder(Protocol):
     name: str
@@ -54,7 +57,7 @@ def _embedding(hidden: Tensor, mask: Tensor) -> TextEmbedding:
     weights = mask[..., None].float()
     pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
     pooled = torch.nn.functional.normalize(pooled, dim=-1)
-    return TextEmbedding(hidden.cpu(), mask.cpu(), pooled.cpu())
+    return TextEmbedding(hidden, mask, pooled)
 
 
 def check_text(text: str, source: str = "--text") -> str:
@@ -192,8 +195,11 @@ def minilm_folder() -> Path:
 
 
 @functools.lru_cache(maxsize=4)
-def load_text_encoder(name: str = DEFAULT_TEXT_ENCODER, max_tokens: int = 32) -> TextEncoder:
-    """``"minilm"`` (the packaged all-MiniLM-L6-v2) or the path of a local Hugging Face folder."""
+def load_text_encoder(
+    name: str = DEFAULT_TEXT_ENCODER, max_tokens: int = 32, device: str = "cpu"
+) -> TextEncoder:
+    """``"minilm"`` (the packaged all-MiniLM-L6-v2) or the path of a local Hugging Face folder, on
+    ``device``; its embeddings stay there."""
     folder = minilm_folder() if name == DEFAULT_TEXT_ENCODER else Path(name)
     if not (folder / "config.json").is_file():
         raise MofusionError(f"text encoder {name!r}: not 'minilm' and not a local model folder")
@@ -206,8 +212,8 @@ def load_text_encoder(name: str = DEFAULT_TEXT_ENCODER, max_tokens: int = 32) ->
         and (folder / "tokenizer.json").is_file()
         and (folder / "model.safetensors").is_file()
     ):
-        return BertTextEncoder(folder, name, max_tokens)
-    return HuggingFaceTextEncoder(folder, name, max_tokens)
+        return BertTextEncoder(folder, name, max_tokens, device)
+    return HuggingFaceTextEncoder(folder, name, max_tokens, device)
 
 
 def pad_tokens(tokens: Tensor, mask: Tensor, length: int) -> tuple[Tensor, Tensor]:
@@ -253,7 +259,7 @@ def embed_texts(
                 torch.from_numpy(data["mask"]),
                 torch.from_numpy(data["pooled"].astype(np.float32)),
             )
-    parts = [encoder.encode(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
+    parts = [encoder.encode(texts[i : i + batch_size]).cpu() for i in range(0, len(texts), batch_size)]
     length = max(p.tokens.shape[1] for p in parts) if parts else 1
     padded = [pad_tokens(p.tokens, p.mask, length) for p in parts]
     tokens = torch.cat([t for t, _ in padded]) if parts else torch.zeros(0, 1, encoder.dim)

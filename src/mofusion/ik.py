@@ -42,11 +42,30 @@ def fit_rotations(
         d6 = start.clone().requires_grad_(True)
         position = root.detach().double().clone().requires_grad_(True)
         goal = targets.detach().double()
-        optimizer = torch.optim.Adam([d6, position], lr=lr)
+        adam = _Adam([d6, position], lr)
         for _ in range(iterations):
-            optimizer.zero_grad()
             joints, _ = forward_kinematics(skeleton, rot6d_to_matrix(d6), position)
             loss = ((joints - goal) ** 2).sum(-1).mean() + anchor * ((d6 - start) ** 2).mean()
-            loss.backward()
-            optimizer.step()
+            adam.step(torch.autograd.grad(loss, [d6, position]))
     return rot6d_to_matrix(d6.detach()), position.detach()
+
+
+class _Adam:
+    """Adam (Kingma & Ba 2015, Alg. 1, the defaults beta = (0.9, 0.999), eps = 1e-8) written out:
+    ``torch.optim.Adam`` imports torch._dynamo on construction, 1.5 s of every export on a CPU."""
+
+    def __init__(self, params: list[Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> None:
+        self.params, self.lr, self.betas = params, lr, betas
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+        self.k = 0
+
+    @torch.no_grad()
+    def step(self, grads: tuple[Tensor, ...]) -> None:
+        self.k += 1
+        b1, b2 = self.betas
+        for p, g, m, v in zip(self.params, grads, self.m, self.v, strict=True):
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = (v / (1 - b2**self.k)).sqrt_().add_(1e-8)
+            p.addcdiv_(m, denom, value=-self.lr / (1 - b1**self.k))

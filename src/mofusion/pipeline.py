@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ from .denoiser import MotionUNet1D
 from .diffusion import NoiseSchedule, StepOutput, guided, make_generator, make_sampler, sample_loop
 from .editing import ChannelTable, EditMethod, EditRequest, EditResult, align_trajectory, feature_mask
 from .errors import CheckpointError, MofusionError
+from .fast import Acceleration, StepRunner
 from .ik import fit_rotations
 from .motion import Motion
 from .representation import FeatureSpec, MotionRepresentation, Normalizer
@@ -63,8 +65,16 @@ class MotionPipeline:
         normalizer: Normalizer,
         file_scale: float = 1.0,
         device: torch.device | str = "cpu",
+        acceleration: Acceleration | str = "auto",
     ) -> None:
         self.device = torch.device(device)
+        self.acceleration = (
+            Acceleration.parse(acceleration, self.device) if isinstance(acceleration, str) else acceleration
+        )
+        self._runners: dict[tuple[Any, ...], StepRunner] = {}
+        if self.device.type == "cuda":
+            # fixed shapes (one runner per shape): let cuDNN time its algorithms once per shape
+            torch.backends.cudnn.benchmark = True
         self.model = model.to(self.device).eval()
         self.config = config
         self.spec = spec
@@ -74,12 +84,16 @@ class MotionPipeline:
         self.file_scale = file_scale
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> MotionPipeline:
+    def from_checkpoint(
+        cls, path: str | Path, device: str = "auto", acceleration: Acceleration | str = "auto"
+    ) -> MotionPipeline:
         checkpoint = load_checkpoint(path)
-        return cls.from_loaded(checkpoint, device)
+        return cls.from_loaded(checkpoint, device, acceleration)
 
     @classmethod
-    def from_loaded(cls, checkpoint: Checkpoint, device: str = "auto") -> MotionPipeline:
+    def from_loaded(
+        cls, checkpoint: Checkpoint, device: str = "auto", acceleration: Acceleration | str = "auto"
+    ) -> MotionPipeline:
         model = MotionUNet1D(checkpoint.config.denoiser)
         try:
             model.load_state_dict(checkpoint.weights)
@@ -95,6 +109,7 @@ class MotionPipeline:
             checkpoint.normalizer,
             checkpoint.file_scale,
             resolve_device(device),
+            acceleration,
         )
 
     @property
@@ -104,7 +119,7 @@ class MotionPipeline:
     def text_condition(self, texts: Sequence[str], repeat: int = 1) -> tuple[Tensor, Tensor]:
         """Encoded prompts ``(tokens, mask)`` for :meth:`generate` (checked: empty, too long, not
         UTF-8); with ``repeat``, one prompt for that many samples."""
-        tokens, mask = encode_prompts(self.config.condition, texts)
+        tokens, mask = encode_prompts(self.config.condition, texts, self.device)
         if repeat > 1:
             if len(texts) != 1:
                 raise MofusionError("repeat needs exactly one prompt")
@@ -203,6 +218,11 @@ class MotionPipeline:
                 if callback is not None:
                     callback(index, out)
 
+            if mask is None and self.acceleration.any:
+                runner = self._runner(diffusion_sampler, (b, self.spec.dim, padded), c, m, scale)
+                outputs.append(runner.run(generator, callback=step_callback))
+                continue
+
             x = sample_loop(
                 fn,
                 diffusion_sampler,
@@ -220,6 +240,36 @@ class MotionPipeline:
             raise MofusionError("generation produced non-finite values; the checkpoint may be damaged")
         positions = self.positions(features)
         return Generation(features.cpu(), positions.cpu(), self.fps)
+
+    def _runner(
+        self,
+        sampler: Any,
+        shape: tuple[int, int, int],
+        cond: Tensor | None,
+        cond_mask: Tensor | None,
+        scale: float,
+    ) -> StepRunner:
+        """An accelerated step for this shape and sampler, built once (captured graphs are reused
+        for every later call of the same shape; the condition is copied into them)."""
+        key = (
+            type(sampler).__name__,
+            tuple(int(t) for t in sampler.timesteps),
+            getattr(sampler, "eta", None),
+            sampler.clip is not None,
+            shape,
+            None if cond is None else tuple(cond.shape),
+            cond_mask is not None,
+            scale,
+        )
+        runner = self._runners.get(key)
+        if runner is None:
+            if len(self._runners) >= 32:  # each holds its own buffers (and graph): keep some
+                self._runners.pop(next(iter(self._runners)))
+            acceleration = self.acceleration.for_batch(shape[0])
+            runner = StepRunner(self.model, sampler, shape, cond, cond_mask, scale, acceleration)
+            self._runners[key] = runner
+        runner.set_condition(cond, cond_mask)
+        return runner
 
     @property
     def velocity_weight(self) -> float:

@@ -30,6 +30,7 @@ from .config import MofusionConfig
 from .data.dataset import MotionDataset, WindowSampler, load_dataset
 from .denoiser import MotionUNet1D
 from .diffusion import NoiseSchedule
+from .distributed import setup as setup_distributed
 from .editing import ChannelTable, random_masks
 from .errors import CheckpointError, MofusionError
 from .losses import LossTerms, diffusion_losses
@@ -129,13 +130,19 @@ class Trainer:
         init_from: str | Path | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
-        self.progress = progress
-        self.device = resolve_device(config.train.device)
+        # under accelerate launch / torchrun: one process of several (each with its own device)
+        self.dist = setup_distributed(config.train.device)
+        self.progress = progress and self.dist.is_main
+        self.device = self.dist.device or resolve_device(config.train.device)
         checkpoint = load_checkpoint(resume, with_train_state=True, map_location="cpu") if resume else None
         if dataset is None:
+            if not self.dist.is_main:
+                self.dist.barrier()  # rank 0 processes the data and fills the cache first
             dataset = load_dataset(
-                config.data, cache, checkpoint.normalizer if checkpoint else None, progress
+                config.data, cache, checkpoint.normalizer if checkpoint else None, self.progress
             )
+            if self.dist.is_main:
+                self.dist.barrier()
         self.dataset = dataset
         if checkpoint is not None:
             if (
@@ -183,6 +190,9 @@ class Trainer:
                 raise CheckpointError(
                     f"{checkpoint.path}: training state does not fit this model ({exc})"
                 ) from None
+        # the module that trains: DistributedDataParallel around the model when there are several
+        # processes (it averages the gradients); the model itself otherwise
+        self.train_model = self.dist.wrap(self.model)
         window = config.data.window
         multiple = self.model.length_multiple
         if window % multiple:
@@ -252,7 +262,10 @@ class Trainer:
         noise_seed: int,
         condition: tuple[Tensor, Tensor] | None = None,
         drop: Tensor | None = None,
+        shard: slice | None = None,
     ) -> tuple[LossTerms, Tensor]:
+        """Loss terms of a batch; with ``shard``, every random draw is made for the whole (global)
+        batch and the terms for this process's slice of it."""
         batch = x0.shape[0]
         cond, cond_mask = condition if condition is not None else (None, None)
         known_mask = None
@@ -270,6 +283,12 @@ class Trainer:
         # the noise is drawn where it is used: copying a batch of it from the host costs more than the step
         noise_generator = torch.Generator(device=self.device).manual_seed(noise_seed)
         noise = torch.randn(x0.shape, generator=noise_generator, device=self.device)
+        if shard is not None:
+            x0, mask, t, noise = x0[shard], mask[shard], t[shard], noise[shard]
+            cond = None if cond is None else cond[shard]
+            cond_mask = None if cond_mask is None else cond_mask[shard]
+            drop = None if drop is None else drop[shard]
+            known_mask = None if known_mask is None else known_mask[shard]
         with self._autocast():
             terms = diffusion_losses(
                 model,
@@ -293,20 +312,24 @@ class Trainer:
         cfg = self.config.train
         self.model.train()
         generator = torch.Generator().manual_seed(step_seed(cfg.seed, self.step, "data"))
-        torch.manual_seed(step_seed(cfg.seed, self.step, "dropout"))
-        batch = self.train_windows.sample(cfg.batch_size, generator)
+        rank = self.dist.rank
+        torch.manual_seed(step_seed(cfg.seed, self.step, "dropout" if rank == 0 else f"dropout{rank}"))
+        # the global batch (every process draws the same), of which this process trains on its slice
+        total = cfg.batch_size * self.dist.world_size
+        batch = self.train_windows.sample(total, generator)
         condition = drop = None
         if self.train_captions is not None and batch.clip is not None:
             condition = self.train_captions.condition(self.train_captions.draw(batch.clip, generator))
-            drop = (torch.rand(cfg.batch_size, generator=generator) < cfg.cond_drop_prob).to(self.device)
+            drop = (torch.rand(total, generator=generator) < cfg.cond_drop_prob).to(self.device)
         terms, t = self._losses(
             batch.x,
             batch.mask,
             generator,
-            self.model,
+            self.train_model,
             step_seed(cfg.seed, self.step, "noise"),
             condition,
             drop,
+            self.dist.shard(cfg.batch_size) if self.dist.enabled else None,
         )
         loss = terms.total.mean()
         lr = learning_rate(self.step, cfg.lr, cfg.warmup_steps, cfg.lr_decay_steps)
@@ -339,7 +362,7 @@ class Trainer:
         model.eval()
         fixed = self.val_windows.fixed()
         generator = torch.Generator().manual_seed(step_seed(self.config.train.seed, 0, "validation"))
-        batch = self.config.train.batch_size
+        batch = self.config.train.batch_size * self.dist.world_size  # the global batch
         total = fixed.x.shape[0]
         if self.config.train.val_batches and total > batch * self.config.train.val_batches:
             # an evenly spread subset, so that every part of the split (every content label) counts
@@ -398,13 +421,15 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------------
     def fit(self, on_log: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
         cfg = self.config.train
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.run_dir / "config.json", self.config.to_dict())
-        if self.dataset.split_path is not None:
-            shutil.copyfile(self.dataset.split_path, self.run_dir / "split.json")
+        main = self.dist.is_main  # only rank 0 writes logs and checkpoints
         log_path = self.run_dir / "metrics.jsonl"
-        if self.step == 0 and log_path.exists():
-            log_path.unlink()
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.run_dir / "config.json", self.config.to_dict())
+            if self.dataset.split_path is not None:
+                shutil.copyfile(self.dataset.split_path, self.run_dir / "split.json")
+            if self.step == 0 and log_path.exists():
+                log_path.unlink()
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -417,7 +442,7 @@ class Trainer:
             disable=not self.progress,
             dynamic_ncols=True,
         )
-        window_frames = cfg.batch_size * self.config.data.window
+        window_frames = cfg.batch_size * self.dist.world_size * self.config.data.window
         last_val: dict[str, float] = {}
         checkpoint = self.run_dir
         accum: dict[str, Tensor] = {}
@@ -431,34 +456,39 @@ class Trainer:
             accum_n += 1
             bar.update()
             out_of_time = time.perf_counter() > deadline
+            if deadline < math.inf:  # every rank must stop at the same step
+                out_of_time = self.dist.any(out_of_time)
             done = self.step >= cfg.max_steps or out_of_time
             if self.step % cfg.log_every == 0 or done:
                 entry = self._log_entry(accum, accum_n, time.perf_counter() - tick, window_frames)
-                if self.step % cfg.val_every == 0 or done:
-                    last_val = self.validate()
-                    entry.update(last_val)
-                with open(log_path, "a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(entry) + "\n")
-                bar.set_postfix(
-                    loss=f"{entry['loss']:.4f}",
-                    **({"val": f"{last_val['val_loss']:.4f}"} if last_val else {}),
-                )
-                if on_log is not None:
-                    on_log(entry)
+                if main:
+                    if self.step % cfg.val_every == 0 or done:
+                        last_val = self.validate()
+                        entry.update(last_val)
+                    with open(log_path, "a", encoding="utf-8") as handle:
+                        handle.write(json.dumps(entry) + "\n")
+                    bar.set_postfix(
+                        loss=f"{entry['loss']:.4f}",
+                        **({"val": f"{last_val['val_loss']:.4f}"} if last_val else {}),
+                    )
+                    if on_log is not None:
+                        on_log(entry)
                 accum, accum_n = {}, 0
                 tick = time.perf_counter()
-            if self.step % cfg.checkpoint_every == 0 or done:
+            if main and (self.step % cfg.checkpoint_every == 0 or done):
                 checkpoint = self.save()
             if out_of_time:
                 break
         bar.close()
+        self.dist.barrier()  # the last checkpoint is written before any rank returns
         return TrainResult(self.run_dir, self.step, checkpoint, last_val)
 
     def _log_entry(
         self, accum: dict[str, Tensor], count: int, elapsed: float, window_frames: int
     ) -> dict[str, Any]:
-        """Average the accumulated statistics (one host sync per log line) and check they are finite."""
-        values = {k: v.detach().float().cpu() for k, v in accum.items()}
+        """Average the accumulated statistics (one host sync per log line; over all ranks when there
+        are several, so the log shows the global batch) and check they are finite."""
+        values = {k: v.detach().float().cpu() for k, v in self.dist.mean(accum).items()}
         entry: dict[str, Any] = {"step": self.step}
         for k, v in values.items():
             if not k.startswith("eps_mse_quartile"):

@@ -1,0 +1,374 @@
+"""Sampling speed: latency at batch 1 and throughput at batch 1..1024 of 10-s motions, ours against
+an MDM-sized transformer on the same sampler, inputs and machine, with FLOPs and the share of peak.
+
+Usage:
+    python bench/sample.py [--device cuda|cpu] [--threads 2] [--frames 300] [--steps 50]
+                           [--batches 1 4 16 64 256 1024] [--budget-s 400] [--out FILE]
+                           [--text-encoder PATH]
+
+Rows (all at ``--frames`` frames, 50 steps, guidance 2.5 as the packaged model samples, one prompt):
+
+- latency (batch 1, end to end: the prompt encoded on the device, the sampling loop, the output
+  copied back and denormalised) of the packaged default model under each speed-up alone and in
+  combination: the eager loop (``mofusion`` before this benchmark), the step runner (condition
+  built once), bf16 autocast, CUDA graph, torch.compile; then fewer steps (DDPM/DDIM 20 and 10);
+  the MDM-sized transformer and the issue's planning U-Net (128/256/512) through the same runner;
+- throughput (samples per second, denoiser + sampler only) at each batch for ours and the MDM
+  reference under the same settings;
+- FLOPs of one denoiser call at batch 1 (torch.utils.flop_counter), and at each throughput point
+  the achieved denoiser FLOP rate over the bf16 matrix peak measured in the same run.
+
+Prints a table and writes JSON (default bench/results/sample-<device>.json). Parts run in priority
+order and the JSON is rewritten after each, so a run cut short by ``--budget-s`` keeps what it did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from mdm_reference import MDMReference  # noqa: E402
+
+from mofusion.checkpoint import default_checkpoint  # noqa: E402
+from mofusion.config import DenoiserConfig  # noqa: E402
+from mofusion.denoiser import MotionUNet1D  # noqa: E402
+from mofusion.diffusion import guided, make_generator, make_sampler, sample_loop  # noqa: E402
+from mofusion.fast import Acceleration, StepRunner  # noqa: E402
+from mofusion.pipeline import MotionPipeline  # noqa: E402
+
+PROMPT = "a person walks happily"
+GUIDANCE = 2.5
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 2) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def matmul_peak(device: torch.device) -> float | None:
+    """bf16 matrix-product rate (FLOP/s) of an 8192^3 product on random data: the ceiling used for
+    the share of peak (measured, not the datasheet's)."""
+    if device.type != "cuda":
+        return None
+    n = 8192
+    a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16) for _ in range(2))
+    times = timed(lambda: a @ b, device, repeats=10, warmup=3)
+    return 2 * n**3 / statistics.median(times)
+
+
+def forward_flops(model: torch.nn.Module, frames: int, device: torch.device) -> float:
+    x = torch.randn(1, 257, frames, device=device)
+    cond = torch.randn(1, 32, 384, device=device)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x, torch.tensor([500], device=device), cond, None, None)
+    return float(counter.get_total_flops())
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.device = torch.device(args.device)
+        self.started = time.perf_counter()
+        self.result: dict[str, Any] = {
+            "machine": torch.cuda.get_device_name()
+            if self.device.type == "cuda"
+            else platform.processor() or platform.machine(),
+            "device": str(self.device),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "frames": args.frames,
+            "steps": args.steps,
+            "guidance": GUIDANCE,
+            "latency": [],
+            "throughput": [],
+            "models": {},
+            "skipped": [],
+        }
+        self.out = Path(args.out or f"bench/results/sample-{self.device.type}.json")
+        acceleration = "none"
+        self.pipe = MotionPipeline.from_checkpoint(default_checkpoint(), str(self.device), acceleration)
+        if args.text_encoder:
+            self.pipe.config = self.pipe.config.updated({"condition": {"text_encoder": args.text_encoder}})
+        self.pipe.text_condition([PROMPT])  # load the encoder once (model load is not part of a call)
+        torch.manual_seed(0)
+        self.models: dict[str, torch.nn.Module] = {
+            "mofusion default (packaged)": self.pipe.model,
+            "MDM-sized transformer": MDMReference(257).to(self.device).eval(),
+            "U-Net 128/256/512 (issue's plan)": MotionUNet1D(
+                DenoiserConfig(feature_dim=257, channels=[128, 256, 512], blocks_per_stage=2, time_dim=512)
+            )
+            .to(self.device)
+            .eval(),
+        }
+        for name, model in self.models.items():
+            self.result["models"][name] = {
+                "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+                "gflop_per_call_b1": round(forward_flops(model, args.frames, self.device) / 1e9, 3),
+            }
+        self.peak = matmul_peak(self.device)
+        self.result["bf16_matmul_peak_tflops_measured"] = (
+            None if self.peak is None else round(self.peak / 1e12)
+        )
+
+    def over_budget(self) -> bool:
+        return time.perf_counter() - self.started > self.args.budget_s
+
+    def save(self) -> None:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.result["elapsed_s"] = round(time.perf_counter() - self.started, 1)
+        self.out.write_text(json.dumps(self.result, indent=2) + "\n")
+
+    # -- one configuration ---------------------------------------------------------------------------
+    def _sampler(self, kind: str, steps: int) -> Any:
+        clip = self.pipe.normalizer.bound if self.pipe.config.sample.clip_x0 else None
+        return make_sampler(self.pipe.schedule, kind, steps, 0.0, clip)
+
+    def latency(
+        self, label: str, model_name: str, how: str, kind: str = "ddpm", steps: int | None = None
+    ) -> None:
+        """Batch-1 end-to-end time; ``how`` is ``eager`` (the loop as it was) or an acceleration."""
+        if self.over_budget():
+            self.result["skipped"].append(label)
+            return
+        steps = steps or self.args.steps
+        model = self.models[model_name]
+        pipe, device = self.pipe, self.device
+        sampler = self._sampler(kind, steps)
+        shape = (1, 257, self.args.frames)
+        generator = make_generator(0, device)
+        build = 0.0
+        if how == "eager":
+
+            def sample(cond: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+                with torch.no_grad():
+                    return sample_loop(guided(model, cond, mask, GUIDANCE), sampler, shape, generator)
+        else:
+            acceleration = Acceleration.parse(how, device)
+            cond, mask = pipe.text_condition([PROMPT])
+            start = time.perf_counter()
+            runner = StepRunner(model, sampler, shape, cond, mask, GUIDANCE, acceleration)
+            runner.run(generator)
+            sync(device)
+            build = time.perf_counter() - start
+
+            def sample(cond: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+                runner.set_condition(cond, mask)
+                return runner.run(generator)
+
+        def end_to_end() -> None:
+            cond, mask = pipe.text_condition([PROMPT])
+            x = sample(cond, mask)
+            features = pipe.normalizer.denormalize(x.transpose(1, 2).float()).cpu()
+            assert torch.isfinite(features).all()
+
+        repeats = self.args.repeats if device.type == "cuda" else 3
+        times = timed(end_to_end, device, repeats, warmup=1 if device.type == "cpu" else 3)
+        cond, mask = pipe.text_condition([PROMPT])
+        encode = statistics.median(timed(lambda: pipe.text_condition([PROMPT]), device, 10))
+        row = {
+            "label": label,
+            "model": model_name,
+            "acceleration": how,
+            "sampler": f"{kind.upper()} {steps}",
+            "median_ms": round(1000 * statistics.median(times), 2),
+            "min_ms": round(1000 * min(times), 2),
+            "text_encoding_ms": round(1000 * encode, 2),
+            "build_s": round(build, 2),
+            "repeats": len(times),
+        }
+        self.result["latency"].append(row)
+        print(json.dumps(row), flush=True)
+        self.save()
+
+    def library_call(self, label: str) -> None:
+        """``MotionPipeline.generate`` as the library runs it by default (its own sampler settings
+        and acceleration for the device), prompt encoding and the decoded positions included."""
+        if self.over_budget():
+            self.result["skipped"].append(label)
+            return
+        pipe = MotionPipeline.from_checkpoint(default_checkpoint(), str(self.device), "auto")
+        if self.args.text_encoder:
+            pipe.config = pipe.config.updated({"condition": {"text_encoder": self.args.text_encoder}})
+
+        def call() -> None:
+            cond, mask = pipe.text_condition([PROMPT])
+            pipe.generate(1, self.args.frames, seed=0, cond=cond, cond_mask=mask)
+
+        repeats = self.args.repeats if self.device.type == "cuda" else 3
+        times = timed(call, self.device, repeats, warmup=2 if self.device.type == "cuda" else 1)
+        sample = pipe.config.sample
+        row = {
+            "label": label,
+            "model": "mofusion default (packaged)",
+            "acceleration": "auto: " + repr(pipe.acceleration.for_batch(1)),
+            "sampler": f"{sample.sampler.upper()} {sample.steps}",
+            "median_ms": round(1000 * statistics.median(times), 2),
+            "min_ms": round(1000 * min(times), 2),
+            "text_encoding_ms": None,
+            "build_s": 0.0,
+            "repeats": len(times),
+        }
+        self.result["latency"].append(row)
+        print(json.dumps(row), flush=True)
+        self.save()
+
+    def throughput(self, model_name: str, how: str, batches: list[int]) -> None:
+        model = self.models[model_name]
+        flops_call = self.result["models"][model_name]["gflop_per_call_b1"] * 1e9
+        sampler = self._sampler("ddpm", self.args.steps)
+        cond, mask = self.pipe.text_condition([PROMPT])
+        for batch in batches:
+            if self.over_budget():
+                self.result["skipped"].append(f"throughput {model_name} {how} batch {batch}")
+                continue
+            shape = (batch, 257, self.args.frames)
+            c, m = cond.expand(batch, -1, -1).contiguous(), mask.expand(batch, -1).contiguous()
+            try:
+                runner = StepRunner(
+                    model, sampler, shape, c, m, GUIDANCE, Acceleration.parse(how, self.device)
+                )
+            except torch.OutOfMemoryError:
+                self.result["skipped"].append(f"throughput {model_name} {how} batch {batch}: out of memory")
+                continue
+            generator = make_generator(0, self.device)
+            repeats = 1 if batch * self.args.steps * flops_call > 1e14 else 3
+            times = timed(lambda r=runner, g=generator: r.run(g), self.device, repeats, warmup=1)
+            seconds = statistics.median(times)
+            # two denoiser calls per step (guidance), each of batch-1 FLOPs times the batch
+            rate = 2 * batch * self.args.steps * flops_call / seconds
+            row = {
+                "model": model_name,
+                "acceleration": how,
+                "batch": batch,
+                "seconds": round(seconds, 4),
+                "samples_per_s": round(batch / seconds, 1),
+                "denoiser_tflops": round(rate / 1e12, 2),
+                "share_of_measured_bf16_peak": None if self.peak is None else round(rate / self.peak, 3),
+            }
+            self.result["throughput"].append(row)
+            print(json.dumps(row), flush=True)
+            del runner
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self.save()
+
+
+def table(result: dict[str, Any]) -> str:
+    where = f"{result['machine']} ({result['device']}, torch {result['torch']}, {result['threads']} threads)"
+    lines = [f"{where}; {result['frames']} frames, guidance {result['guidance']}"]
+    for name, info in result["models"].items():
+        lines.append(f"  {name}: {info['params_M']} M parameters, {info['gflop_per_call_b1']} GFLOP per call")
+    if result.get("bf16_matmul_peak_tflops_measured"):
+        lines.append(f"  bf16 matrix peak measured: {result['bf16_matmul_peak_tflops_measured']} TFLOP/s")
+    lines.append(
+        f"{'latency, batch 1, end to end':64}{'sampler':>10}{'median ms':>11}{'encode ms':>11}{'build s':>9}"
+    )
+    for r in result["latency"]:
+        encode = "-" if r["text_encoding_ms"] is None else f"{r['text_encoding_ms']:.2f}"
+        lines.append(
+            f"{r['label']:64}{r['sampler']:>10}{r['median_ms']:>11.2f}{encode:>11}{r['build_s']:>9.2f}"
+        )
+    if result["throughput"]:
+        lines.append(f"{'throughput':48}{'batch':>7}{'samples/s':>11}{'TFLOP/s':>9}{'of peak':>9}")
+        for r in result["throughput"]:
+            share = (
+                "-" if r["share_of_measured_bf16_peak"] is None else f"{r['share_of_measured_bf16_peak']:.1%}"
+            )
+            name = f"{r['model']}, {r['acceleration']}"
+            lines.append(
+                f"{name:48}{r['batch']:>7}{r['samples_per_s']:>11.1f}{r['denoiser_tflops']:>9.2f}{share:>9}"
+            )
+    if result["skipped"]:
+        lines.append("skipped (over the time budget): " + "; ".join(result["skipped"]))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--batches", type=int, nargs="+", default=None)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--budget-s", type=float, default=400.0)
+    parser.add_argument("--compile", action="store_true", help="also the torch.compile rows (slow to build)")
+    parser.add_argument("--text-encoder", default=None, help="a local copy of the text encoder folder")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bench = Bench(args)
+    gpu = bench.device.type == "cuda"
+    ours, mdm, plan = list(bench.models)
+    if gpu:
+        torch.backends.cudnn.benchmark = True
+        batches = args.batches or [1, 4, 16, 64, 256, 1024]
+        bench.latency("ours: eager loop (before)", ours, "eager")
+        bench.latency("ours: step runner (condition, step tables once)", ours, "none")
+        bench.latency("ours: + bf16 only", ours, "bf16")
+        bench.latency("ours: + CUDA graph only", ours, "graph")
+        bench.latency("ours: bf16 + CUDA graph", ours, "bf16+graph")
+        bench.latency("ours: CUDA graph, DDPM 20", ours, "graph", "ddpm", 20)
+        bench.latency("ours: bf16 + CUDA graph, DDPM 20", ours, "bf16+graph", "ddpm", 20)
+        bench.latency("ours: CUDA graph, DDPM 10", ours, "graph", "ddpm", 10)
+        bench.latency("MDM-sized: eager loop", mdm, "eager")
+        bench.latency("MDM-sized: CUDA graph", mdm, "graph")
+        bench.latency("MDM-sized: bf16 + CUDA graph", mdm, "bf16+graph")
+        bench.latency("U-Net 128/256/512: CUDA graph", plan, "graph")
+        bench.library_call("ours: library generate(), default settings (positions decoded)")
+        if args.compile:
+            bench.latency("ours: compile + CUDA graph", ours, "compile+graph")
+            bench.latency("ours: compile + CUDA graph, DDPM 20", ours, "compile+graph", "ddpm", 20)
+            bench.latency("ours: bf16 + compile + CUDA graph", ours, "bf16+compile+graph")
+            bench.latency("MDM-sized: bf16 + compile + CUDA graph", mdm, "bf16+compile+graph")
+        bench.throughput(ours, "graph", batches)
+        bench.throughput(ours, "bf16+graph", batches)
+        bench.throughput(mdm, "bf16+graph", batches)
+        if args.compile:
+            bench.throughput(ours, "bf16+compile+graph", [max(batches)])
+            bench.throughput(mdm, "bf16+compile+graph", [max(batches)])
+    else:
+        batches = args.batches or [1, 4]
+        bench.latency("ours: eager loop (before)", ours, "eager")
+        bench.latency("ours: step runner, float32", ours, "none")
+        bench.latency("ours: step runner, DDPM 20", ours, "none", "ddpm", 20)
+        bench.latency("ours: step runner, DDPM 10", ours, "none", "ddpm", 10)
+        bench.library_call("ours: library generate(), default settings (positions decoded)")
+        bench.latency("MDM-sized: step runner, float32", mdm, "none")
+        bench.latency("U-Net 128/256/512: step runner, float32", plan, "none")
+        bench.throughput(ours, "none", batches)
+        bench.throughput(mdm, "none", batches)
+    bench.save()
+    print(table(bench.result))
+    print(f"written to {bench.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,164 @@
+"""The quality cost of each sampling speed-up, from the text evaluator (R-Precision, FID, MM-Dist,
+Diversity), measured in one run with 95 % intervals over replications.
+
+Two steps, so that the measurement can run on a machine without the data set (a GPU machine):
+
+    python bench/sample_quality.py pack --data ../shared/data/bandai-namco --out .devcache/quality-pack.npz
+    python bench/sample_quality.py run --pack .devcache/quality-pack.npz \
+        --row ddpm:50:none --row ddpm:50:bf16+graph --row ddpm:20:bf16+graph ... [--device cuda]
+
+``pack`` stores what the evaluation needs from the data: the test items of
+:func:`mofusion.text_evaluation.text_table` (labels, lengths, captions with held-out wording) and
+the evaluator's embeddings of the real test motions (FID's reference). ``run`` draws each
+replication's captions and R-Precision pools exactly as ``mofusion evaluate text`` does (same seeds,
+so the rows are comparable with bench/results/bandai-text/text-eval-test.json), generates with the
+packaged model under each row's sampler and acceleration, and scores the motions. A row is
+``sampler:steps:acceleration`` (acceleration as in :class:`mofusion.fast.Acceleration`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mofusion.checkpoint import default_checkpoint
+from mofusion.config import DataConfig
+from mofusion.data.dataset import load_dataset
+from mofusion.encoders import load_text_encoder
+from mofusion.evaluator import load_evaluator
+from mofusion.metrics.text import diversity, fid, make_pools, mean_ci, mm_dist, r_precision
+from mofusion.pipeline import MotionPipeline
+from mofusion.text_evaluation import DIVERSITY_TIMES, POOL_SIZE, ModelRow, _generate, _items
+
+
+def pack(args: argparse.Namespace) -> None:
+    pipe = MotionPipeline.from_checkpoint(default_checkpoint(), "cpu")
+    evaluator = load_evaluator(None)
+    data = DataConfig(**{**pipe.config.data.__dict__, "path": args.data})
+    dataset = load_dataset(data, args.cache, pipe.normalizer.cpu(), progress=False)
+    items = _items(dataset.subset(args.split), 120, "test" if args.split == "test" else "train", POOL_SIZE)
+    with torch.no_grad():
+        reference = evaluator.embed_motions(items.real).numpy().astype(np.float32)
+    meta = {"split": args.split, "labels": items.labels, "captions": items.captions}
+    np.savez(args.out, lengths=items.lengths, reference=reference, meta=np.array(json.dumps(meta)))
+    print(f"{len(items.labels)} items written to {args.out}")
+
+
+def run(args: argparse.Namespace) -> None:
+    device = args.device
+    with np.load(args.pack, allow_pickle=False) as data:
+        lengths = data["lengths"]
+        reference = data["reference"].astype(np.float64)
+        meta = json.loads(str(data["meta"]))
+    labels, captions = meta["labels"], meta["captions"]
+    evaluator = load_evaluator(None)
+    rows: list[tuple[str, ModelRow]] = []
+    for spec in args.row:
+        kind, steps, how = spec.split(":")
+        pipe = MotionPipeline.from_checkpoint(default_checkpoint(), device, how)
+        if args.text_encoder:
+            pipe.config = pipe.config.updated({"condition": {"text_encoder": args.text_encoder}})
+        rows.append((spec, ModelRow(spec, pipe, kind, int(steps))))
+    encoder_pipe = rows[0][1].pipe
+    results: dict[str, list[dict[str, float]]] = {spec: [] for spec, _ in rows}
+    seconds: dict[str, float] = {spec: 0.0 for spec, _ in rows}
+    started = time.perf_counter()
+    for r in range(args.replications):
+        rng = np.random.default_rng([args.seed, r])  # the draws of text_table, in its order
+        texts = [cs[int(rng.integers(len(cs)))] for cs in captions]
+        pools = make_pools(labels, POOL_SIZE, rng)
+        cfg = encoder_pipe.config.condition
+        pooled = load_text_encoder(cfg.text_encoder, cfg.max_tokens, device).encode(texts).pooled.cpu()
+        with torch.no_grad():
+            text_emb = evaluator.embed_text(pooled.half().float()).numpy().astype(np.float64)
+        for spec, row in rows:
+            start = time.perf_counter()
+            motions = _generate(row, texts, lengths, args.seed * 100 + r, args.batch)
+            seconds[spec] += time.perf_counter() - start
+            with torch.no_grad():
+                emb = evaluator.embed_motions(motions).numpy().astype(np.float64)
+            top = r_precision(text_emb, emb, pools)
+            results[spec].append(
+                {
+                    "r_precision_top1": top[0],
+                    "r_precision_top3": top[2],
+                    "fid": fid(reference, emb),
+                    "mm_dist": mm_dist(text_emb, emb),
+                    "diversity": diversity(emb, DIVERSITY_TIMES, np.random.default_rng([args.seed, r, 1])),
+                }
+            )
+        print(f"replication {r + 1}/{args.replications} ({time.perf_counter() - started:.0f} s)", flush=True)
+        write(args, rows, results, seconds, labels, meta, r + 1)
+    out_rows = write(args, rows, results, seconds, labels, meta, args.replications)
+    head = f"{'row':28}{'R@1':>15}{'R@3':>15}{'FID':>17}{'MM-Dist':>15}{'Diversity':>15}{'gen s':>8}"
+    print(head)
+    for row in out_rows:
+        cells = "".join(
+            f"{row[k]:.{d}f}±{row[k + '_ci95']:.{d}f}".rjust(w)
+            for k, d, w in (("r_precision_top1", 3, 15), ("r_precision_top3", 3, 15), ("fid", 4, 17),
+                            ("mm_dist", 3, 15), ("diversity", 3, 15))
+        )  # fmt: skip
+        print(f"{row['row']:28}{cells}{row['generation_s_total']:>8.1f}")
+
+
+def write(
+    args: argparse.Namespace,
+    rows: list[tuple[str, ModelRow]],
+    results: dict[str, list[dict[str, float]]],
+    seconds: dict[str, float],
+    labels: list[str],
+    meta: dict[str, Any],
+    done: int,
+) -> list[dict[str, Any]]:
+    """Write the table of the replications done so far (a run cut short keeps them)."""
+    out_rows = []
+    for spec, _ in rows:
+        row_out: dict[str, Any] = {"row": spec, "generation_s_total": round(seconds[spec], 1)}
+        for key in results[spec][0]:
+            mean, ci = mean_ci([s[key] for s in results[spec]])
+            row_out[key], row_out[key + "_ci95"] = mean, ci
+        out_rows.append(row_out)
+    device = args.device
+    result = {
+        "device": str(torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"),
+        "items": len(labels),
+        "split": meta["split"],
+        "replications": done,
+        "rows": out_rows,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return out_rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("pack")
+    p.add_argument("--data", required=True)
+    p.add_argument("--cache", default=None)
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--pack", required=True)
+    r.add_argument("--row", action="append", required=True)
+    r.add_argument("--replications", type=int, default=10)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--batch", type=int, default=128)
+    r.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    r.add_argument("--text-encoder", default=None)
+    r.add_argument("--out", required=True)
+    args = parser.parse_args()
+    pack(args) if args.command == "pack" else run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""The accelerated sampling loop: the same samples as the eager loop (same seed, same noise order),
+for both samplers, with and without guidance and clipping; bf16 close to float32; CUDA graphs on a GPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mofusion.config import DenoiserConfig, DiffusionConfig
+from mofusion.denoiser import MotionUNet1D
+from mofusion.diffusion import NoiseSchedule, guided, make_generator, make_sampler, sample_loop
+from mofusion.errors import MofusionError
+from mofusion.fast import Acceleration, StepRunner
+
+
+def _model(device: str = "cpu") -> MotionUNet1D:
+    torch.manual_seed(0)
+    cfg = DenoiserConfig(
+        feature_dim=12, channels=[16, 32], blocks_per_stage=1, time_dim=32, cond_dim=8, heads=2
+    )
+    model = MotionUNet1D(cfg).to(device).eval()
+    with torch.no_grad():  # zero-initialised outputs would make every step trivially equal
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def _eager(model, sampler, shape, cond, mask, scale, seed):
+    fn = guided(model, cond, mask, scale)
+    with torch.no_grad():
+        return sample_loop(fn, sampler, shape, make_generator(seed, sampler.schedule.device))
+
+
+@pytest.mark.parametrize(
+    ("kind", "eta", "scale", "clip"),
+    [
+        ("ddpm", 0.0, 2.5, True),
+        ("ddim", 0.0, 1.0, False),
+        ("ddim", 0.5, 3.0, True),
+        ("ddpm", 0.0, 1.0, False),
+    ],
+)
+def test_step_runner_equals_the_eager_loop(kind: str, eta: float, scale: float, clip: bool) -> None:
+    model = _model()
+    schedule = NoiseSchedule(DiffusionConfig(num_steps=100))
+    bound = torch.full((12,), 2.0) if clip else None
+    sampler = make_sampler(schedule, kind, 10, eta, bound)
+    cond, mask = (
+        torch.randn(3, 5, 8),
+        torch.tensor([[True] * 5, [True] * 3 + [False] * 2, [True] + [False] * 4]),
+    )
+    shape = (3, 12, 16)
+    expected = _eager(model, sampler, shape, cond, mask, scale, seed=7)
+    runner = StepRunner(model, sampler, shape, cond, mask, scale, Acceleration())
+    got = runner.run(make_generator(7))
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5), (got - expected).abs().max()
+    # a second run with another prompt reuses the runner and matches the eager loop for that prompt
+    cond2 = torch.randn(3, 5, 8)
+    runner.set_condition(cond2, mask)
+    assert torch.allclose(
+        runner.run(make_generator(8)), _eager(model, sampler, shape, cond2, mask, scale, seed=8), atol=1e-5
+    )
+
+
+def test_step_runner_unconditional_and_progress_callback() -> None:
+    model = _model()
+    sampler = make_sampler(NoiseSchedule(DiffusionConfig(num_steps=50)), "ddpm", 5)
+    seen: list[int] = []
+    got = StepRunner(model, sampler, (2, 12, 8), None, None, 2.5, Acceleration()).run(
+        make_generator(1), callback=lambda i, out: seen.append(i)
+    )
+    assert seen == [0, 1, 2, 3, 4]
+    assert torch.allclose(got, _eager(model, sampler, (2, 12, 8), None, None, 2.5, seed=1), atol=1e-5)
+
+
+def test_bf16_stays_close_to_float32() -> None:
+    model = _model()
+    sampler = make_sampler(NoiseSchedule(DiffusionConfig(num_steps=100)), "ddim", 10)
+    cond = torch.randn(2, 4, 8)
+    exact = StepRunner(model, sampler, (2, 12, 16), cond, None, 2.0, Acceleration()).run(make_generator(3))
+    half = StepRunner(model, sampler, (2, 12, 16), cond, None, 2.0, Acceleration(bf16=True)).run(
+        make_generator(3)
+    )
+    relative = (half - exact).norm() / exact.norm()
+    assert 0 < relative < 0.05
+
+
+def test_acceleration_parsing() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert Acceleration.parse("auto", cpu) == Acceleration()
+    gpu = Acceleration.parse("auto", cuda)
+    assert gpu.cuda_graph and not gpu.compile
+    assert not gpu.for_batch(1).bf16 and gpu.for_batch(64).bf16 and gpu.for_batch(1024).bf16
+    assert Acceleration.parse("bf16+compile", cpu) == Acceleration(bf16=True, compile=True)
+    assert not Acceleration.parse("none", cuda).any
+    with pytest.raises(MofusionError, match="CUDA graphs"):
+        Acceleration.parse("graph", cpu)
+    with pytest.raises(MofusionError, match="unknown acceleration"):
+        Acceleration.parse("fp8", cpu)
+
+
+def test_set_condition_refuses_another_shape() -> None:
+    sampler = make_sampler(NoiseSchedule(DiffusionConfig(num_steps=20)), "ddpm", 4)
+    runner = StepRunner(_model(), sampler, (2, 12, 8), torch.randn(2, 5, 8), None, 2.0, Acceleration())
+    with pytest.raises(MofusionError, match="shape"):
+        runner.set_condition(torch.randn(2, 6, 8), None)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_equals_the_eager_loop_on_gpu() -> None:
+    model = _model("cuda")
+    schedule = NoiseSchedule(DiffusionConfig(num_steps=100), "cuda")
+    sampler = make_sampler(schedule, "ddpm", 10, 0.0, torch.full((12,), 2.0))
+    cond = torch.randn(2, 5, 8, device="cuda")
+    expected = _eager(model, sampler, (2, 12, 16), cond, None, 2.5, seed=5)
+    runner = StepRunner(model, sampler, (2, 12, 16), cond, None, 2.5, Acceleration(cuda_graph=True))
+    got = runner.run(make_generator(5, "cuda"))
+    # TF32 convolutions may pick other algorithms in and out of the graph: compare relatively
+    assert float((got - expected).norm() / expected.norm()) < 1e-2
+    assert torch.allclose(runner.run(make_generator(5, "cuda")), got)  # replays are repeatable
+    half = StepRunner(model, sampler, (2, 12, 16), cond, None, 2.5, Acceleration(bf16=True, cuda_graph=True))
+    assert float((half.run(make_generator(5, "cuda")) - expected).norm() / expected.norm()) < 0.05
+
+
+def test_generate_refuses_an_unknown_acceleration(tmp_path) -> None:
+    from mofusion.cli import main
+
+    out = tmp_path / "x.bvh"
+    code = main(["generate", "--text", "a person walks", "--out", str(out), "--acceleration", "fp8", "-q"])
+    assert code == 2 and not out.exists()
