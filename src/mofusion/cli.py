@@ -387,6 +387,34 @@ def edit_command(
     _write_task_result(result, clip, pipe, out, render, meta)
 
 
+# -- serve -----------------------------------------------------------------------------------------
+
+
+@app.command("serve")
+def serve_command(
+    checkpoint: Annotated[
+        list[Path] | None,
+        typer.Option("--checkpoint", "-c", help="Model(s) to serve (default: the packaged text model)."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to bind (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 7860,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    max_pending: Annotated[int, typer.Option(help="Jobs that may wait; more are refused (429).")] = 8,
+) -> None:
+    """Start the browser app: open http://127.0.0.1:7860 (API documentation at /docs)."""
+    if not 1 <= port <= 65535:
+        raise MofusionError(f"--port must be between 1 and 65535, got {port}")
+    if not 1 <= max_pending <= 1000:
+        raise MofusionError(f"--max-pending must be between 1 and 1000, got {max_pending}")
+    import uvicorn
+
+    from .app.server import create_app, load_pipelines
+
+    app_ = create_app(load_pipelines(checkpoint, device), max_pending)
+    _echo(f"mofusion app on http://{host}:{port} (API documentation: http://{host}:{port}/docs)")
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
 # -- export ----------------------------------------------------------------------------------------
 
 
