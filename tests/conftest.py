@@ -86,3 +86,11 @@ def tiny_masked_run(bandai_root: Path, session_cache: Path, tmp_path_factory: py
                  "--set", "denoiser.mask_conditioning=True"])  # fmt: skip
     assert code == 0
     return out
+
+
+DANCE_WITH_MELODY = SHARED_DATA / "dance-with-melody"
+
+
+@pytest.fixture(scope="session")
+def dance_root() -> Path:
+    return _require(DANCE_WITH_MELODY)

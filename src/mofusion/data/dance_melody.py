@@ -1,0 +1,142 @@
+"""The dance-with-melody data set (Tang et al. 2018): 43 ballroom dances with their songs.
+
+Layout (see ``../shared/data/dance-with-melody/README.md``): ``DANCE_{C,R,T,W}_N/`` folders (cha-cha,
+rumba, tango, waltz), each with ``skeletons.json`` (23 keypoints in centimetres, Y up, relative to a
+per-frame ``center`` that carries the trajectory, 25 fps), ``config.json`` (the music frames the
+dance covers) and ``audio.mp3`` (the whole song). The archive is unpacked into the cache, never
+next to the data.
+
+The keypoints have no names; :data:`DWM_PARENTS` makes a tree of them rooted at the pelvis (2), with
+four virtual joints (23 neck = mid(3, 12), 24 head = mid(0, 1), 25 and 26 the mid-feet), as the
+authors' drawing script connects them. Positions are the only data: there are no rotations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .._io import atomic_write_json
+from ..errors import InputError
+from ..paths import cache_dir, file_digest
+from .sources import unpack_archive
+
+DWM_FPS = 25.0
+DWM_KEYPOINTS = 23
+GENRES = {"C": "cha-cha", "R": "rumba", "T": "tango", "W": "waltz"}
+# virtual joints: (index, the two keypoints it is the midpoint of)
+DWM_VIRTUAL = ((23, (3, 12)), (24, (0, 1)), (25, (10, 11)), (26, (19, 20)))
+DWM_PARENTS = (
+    24, 24, -1, 23, 3, 4, 5, 2, 7, 8, 25, 25, 23, 12, 13, 14, 2, 16, 17, 26, 26, 14, 5,  # keypoints 0..22
+    2, 23, 9, 18,  # neck, head, mid-foot A, mid-foot B
+)  # fmt: skip
+TEST_FRACTION = 0.2
+
+
+@dataclass
+class Dance:
+    """One dance: world joint positions in metres, its song and where in the song it starts."""
+
+    name: str
+    genre: str
+    positions: np.ndarray  # (T, 23, 3) metres, Y up
+    fps: float
+    audio: Path
+    music_start_frame: int  # the song frame (at fps) of the dance's first frame
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.positions.shape[0])
+
+    @property
+    def music_start_seconds(self) -> float:
+        return self.music_start_frame / self.fps
+
+
+def with_virtual_joints(positions: np.ndarray) -> np.ndarray:
+    """``(T, 23, 3)`` keypoints plus the four virtual joints of :data:`DWM_PARENTS` -> ``(T, 27, 3)``."""
+    extra = [(positions[:, a] + positions[:, b]) / 2 for _, (a, b) in DWM_VIRTUAL]
+    return np.concatenate([positions, np.stack(extra, axis=1)], axis=1)
+
+
+def find_dance_folder(path: str | Path, cache: str | Path | None = None) -> Path:
+    """The folder holding the ``DANCE_*`` folders: ``path`` itself, or its archive unpacked."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file or folder")
+    if path.is_dir() and any(path.glob("DANCE_*")):
+        return path
+    archive = path if path.is_file() else next(iter(sorted(path.glob("*.tar.xz"))), None)
+    if archive is None:
+        raise InputError(path, "neither DANCE_* folders nor a .tar.xz archive of them")
+    folder = unpack_archive(archive, file_digest(archive), cache)
+    if not any(folder.glob("DANCE_*")):
+        raise InputError(archive, "the archive holds no DANCE_* folders")
+    return folder
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, "missing") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"not readable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(path, "expected a JSON object")
+    return data
+
+
+def load_dance(folder: Path) -> Dance:
+    """One ``DANCE_X_N`` folder, checked."""
+    skeletons = _read_json(folder / "skeletons.json")
+    config = _read_json(folder / "config.json")
+    try:
+        local = np.asarray(skeletons["skeletons"], dtype=np.float64)
+        center = np.asarray(skeletons["center"], dtype=np.float64)
+        start = int(config["start_position"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(folder, f"unexpected skeletons.json/config.json content ({exc})") from None
+    if local.ndim != 3 or local.shape[1:] != (DWM_KEYPOINTS, 3) or center.shape != (len(local), 3):
+        raise InputError(folder / "skeletons.json", f"expected ({len(local)}, 23, 3) keypoints and centres")
+    if not np.isfinite(local).all() or not np.isfinite(center).all():
+        raise InputError(folder / "skeletons.json", "contains NaN or infinite coordinates")
+    genre = folder.name.split("_")[1] if folder.name.count("_") >= 2 else "?"
+    audio = folder / "audio.mp3"
+    if not audio.is_file():
+        raise InputError(audio, "missing")
+    positions = (local + center[:, None]) * 0.01  # centimetres -> metres
+    return Dance(folder.name, GENRES.get(genre, genre), positions, DWM_FPS, audio, start)
+
+
+def load_dance_with_melody(path: str | Path, cache: str | Path | None = None) -> list[Dance]:
+    """Every dance of the data set (folder or archive), sorted by name."""
+    root = find_dance_folder(path, cache)
+    return [load_dance(folder) for folder in sorted(root.glob("DANCE_*")) if folder.is_dir()]
+
+
+def dance_split(dances: list[Dance], seed: int = 0) -> dict[str, list[str]]:
+    """Split by dance: in every genre a seeded fifth (at least one dance) goes to test, so each
+    genre is in the test split (tango, with one dance, only there); the rest trains."""
+    split: dict[str, list[str]] = {"train": [], "test": []}
+    for genre in sorted({d.genre for d in dances}):
+        names = sorted(d.name for d in dances if d.genre == genre)
+        order = np.random.default_rng([seed, int(hashlib.sha256(genre.encode()).hexdigest()[:8], 16)])
+        shuffled = [names[i] for i in order.permutation(len(names))]
+        count = max(1, round(TEST_FRACTION * len(names)))
+        split["test"] += sorted(shuffled[:count])
+        split["train"] += sorted(shuffled[count:])
+    return split
+
+
+def write_dance_split(dances: list[Dance], cache: str | Path | None = None, seed: int = 0) -> Path:
+    """The split, written (atomically) to ``<cache>/splits/dance-with-melody-<key>.json``."""
+    split = dance_split(dances, seed)
+    key = hashlib.sha256(json.dumps([sorted(d.name for d in dances), seed]).encode()).hexdigest()[:12]
+    path = cache_dir(cache) / "splits" / f"dance-with-melody-{key}.json"
+    atomic_write_json(path, {"seed": seed, "by": "dance; every genre in test", **split})
+    return path
