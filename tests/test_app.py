@@ -79,7 +79,7 @@ def test_edit_an_earlier_motion_and_an_upload(client: TestClient, tmp_path: Path
     response = client.post("/api/edit", data={"motion": first, "keep": "0-9,30-39", "steps": "2"})
     assert response.status_code == 202, response.text
     state = _wait(client, response.json()["job"])
-    assert state["status"] == "done", state
+    assert state["status"] == "done" and state["source"] == first, state
     edited = client.get(f"/api/motions/{state['motions'][0]}.json").json()
     original = client.get(f"/api/motions/{first}.json").json()
     kept = np.array(edited["kept"])

@@ -260,7 +260,10 @@ def create_app(
             progress(0.05)
             result = run_edit(pipe, clip, frames, regenerate=regenerate, seed=seed, steps=steps, text=text)
             label = f"edit of {source}" + (f": {text}" if text else "")
-            return {"motions": store_motions([result.motion], result.fps, label, result.kept)}
+            out = {"motions": store_motions([result.motion], result.fps, label, result.kept)}
+            if motion is not None:
+                out["source"] = motion  # shown beside the edit
+            return out
 
         job = queue.submit("edit", work)
         return JSONResponse({"job": job.id, "status": job.status}, status_code=202)
@@ -278,6 +281,8 @@ def create_app(
         out = job.public()
         if job.status == "done":
             out["motions"] = job.result["motions"]
+            if "source" in job.result:
+                out["source"] = job.result["source"]
         return out
 
     @app.get("/api/motions/{motion_id}.json")

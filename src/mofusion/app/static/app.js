@@ -149,7 +149,9 @@ async function runJob(start, busyButton) {
       await new Promise((r) => setTimeout(r, 200));
     }
     if (state.status === 'failed') throw new Error(state.error);
-    const motions = await Promise.all(state.motions.map((id) => api(`/api/motions/${id}.json`)));
+    // an edit of a motion made here is shown beside its source
+    const ids = state.source ? [state.source, ...state.motions] : state.motions;
+    const motions = await Promise.all(ids.map((id) => api(`/api/motions/${id}.json`)));
     show(motions);
     listMotions(motions);
     setStatus(`${state.kind} done: ${motions.length} motion(s)`, 1);
