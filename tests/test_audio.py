@@ -11,7 +11,7 @@ import soundfile
 import torch
 
 from mofusion.audio import AudioFeatureConfig, audio_features, mel_filterbank, read_audio, song_features
-from mofusion.errors import InputError
+from mofusion.errors import InputError, MofusionError
 
 CFG = AudioFeatureConfig(fps=25.0)
 
@@ -119,3 +119,34 @@ def test_features_are_the_same_on_gpu() -> None:
     cpu = audio_features(samples, CFG)
     gpu = audio_features(samples, CFG, "cuda").cpu()
     assert torch.allclose(cpu, gpu, atol=1e-5)
+
+
+def _streams(path: Path) -> str:
+    """What ffmpeg reports of a file's streams (it exits 1 without an output: that is expected)."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    done = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-i", str(path)], capture_output=True, text=True)
+    return done.stderr
+
+
+def test_render_carries_the_music_from_its_start(tmp_path: Path) -> None:
+    from mofusion.render import render_video
+
+    song = tmp_path / "song.wav"
+    soundfile.write(song, _tone(6.0, 22050), 22050)
+    positions = np.zeros((50, 3, 3))  # 2 s at 25 fps: a root, a hip, a head moving up
+    positions[:, 1] = [0.2, 0.9, 0.0]
+    positions[:, 2, 1] = np.linspace(1.5, 1.8, 50)
+    out = render_video(tmp_path / "dance.mp4", [positions], [-1, 0, 0], 25.0, audio=song, audio_start=3.0)
+    info = _streams(out)
+    assert "Video:" in info and "Audio: aac" in info
+    assert "Duration: 00:00:02.0" in info  # as long as the dance, not the song
+    assert not list(tmp_path.glob(".*"))  # no temporary left behind
+    (tmp_path / "broken.wav").write_text("not audio")
+    with pytest.raises(InputError, match="broken.wav: cannot add it as the video's sound"):
+        render_video(tmp_path / "x.mp4", [positions], [-1, 0, 0], 25.0, audio=tmp_path / "broken.wav")
+    assert not (tmp_path / "x.mp4").exists()
+    with pytest.raises(MofusionError, match="only an .mp4"):
+        render_video(tmp_path / "x.gif", [positions], [-1, 0, 0], 25.0, audio=song)

@@ -400,6 +400,9 @@ def serve_command(
     port: Annotated[int, typer.Option(help="Port.")] = 7860,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
     max_pending: Annotated[int, typer.Option(help="Jobs that may wait; more are refused (429).")] = 8,
+    acceleration: Annotated[
+        str, typer.Option(help="Sampling speed-ups, as for generate (compile+graph pays in a server).")
+    ] = "auto",
 ) -> None:
     """Start the browser app: open http://127.0.0.1:7860 (API documentation at /docs)."""
     if not 1 <= port <= 65535:
@@ -410,7 +413,7 @@ def serve_command(
 
     from .app.server import create_app, load_pipelines
 
-    app_ = create_app(load_pipelines(checkpoint, device), max_pending)
+    app_ = create_app(load_pipelines(checkpoint, device, acceleration), max_pending)
     _echo(f"mofusion app on http://{host}:{port} (API documentation: http://{host}:{port}/docs)")
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
@@ -453,8 +456,12 @@ def render_command(
     source: Annotated[Path, typer.Argument(help="A .bvh file, or a .npy/.npz written by generate.")],
     out: Annotated[Path, typer.Argument(help="Output .mp4 or .gif.")],
     scale: Annotated[float, typer.Option(help="BVH length unit in metres (0: guess; cm -> 0.01).")] = 0.0,
+    music: Annotated[
+        Path | None, typer.Option("--music", help="A song to play with it (mp4 only), in step with frame 0.")
+    ] = None,
+    music_start: Annotated[float, typer.Option(help="Where in the song the motion starts (seconds).")] = 0.0,
 ) -> None:
-    """Draw a motion file as a stick-figure video."""
+    """Draw a motion file as a stick-figure video (with its music, when given)."""
     from .bvh import read_bvh
     from .data.dataset import guess_file_scale
     from .errors import InputError
@@ -472,7 +479,7 @@ def render_command(
         positions, parents, names, fps = _read_positions(source)
     else:
         raise InputError(source, "expected a .bvh, .npy or .npz file")
-    render_video(out, list(positions), parents, fps, names)
+    render_video(out, list(positions), parents, fps, names, audio=music, audio_start=music_start)
     typer.echo(str(out))
 
 

@@ -8,6 +8,7 @@ grid in one video. The output format follows the suffix: ``.mp4`` (H.264) or ``.
 from __future__ import annotations
 
 import math
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import numpy as np  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 
 from ._io import atomic_path  # noqa: E402
-from .errors import MofusionError  # noqa: E402
+from .errors import InputError, MofusionError  # noqa: E402
 from .skeleton import joint_side  # noqa: E402
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -50,6 +51,8 @@ def render_video(
     azimuth: float = 35.0,
     elevation: float = 20.0,
     max_columns: int = 5,
+    audio: str | Path | None = None,
+    audio_start: float = 0.0,
 ) -> Path:
     """Render joint positions ``(T, J, 3)`` (metres, Y up) of one or more motions into a video.
 
@@ -60,12 +63,20 @@ def render_video(
         fps: frames per second of the motions and of the video.
         names: joint names, used to colour left (red) and right (blue) limbs.
         titles: a caption per panel.
+        audio: a sound file whose stretch from ``audio_start`` seconds becomes the video's sound
+            track, in step with frame 0 (mp4 only).
     """
     path = Path(path)
     if path.suffix.lower() not in VIDEO_SUFFIXES:
         raise MofusionError(f"{path}: the video format must be .mp4 or .gif")
     if not motions:
         raise MofusionError("nothing to render")
+    if audio is not None and path.suffix.lower() != ".mp4":
+        raise MofusionError(f"{path}: only an .mp4 can carry music")
+    if audio is not None and not Path(audio).is_file():
+        raise InputError(audio, "no such file")
+    if not math.isfinite(audio_start) or audio_start < 0:
+        raise MofusionError(f"the music start must be a time >= 0 s, got {audio_start}")
     motions = [np.asarray(m, dtype=np.float64) for m in motions]
     for m in motions:
         if m.ndim != 3 or m.shape[-1] != 3 or m.shape[1] != len(parents):
@@ -117,6 +128,7 @@ def render_video(
         return world @ projection.T
 
     with atomic_path(path) as tmp:
+        video = tmp if audio is None else tmp.with_name(f"{tmp.stem}.video.mp4")
         options = (
             {"codec": "gif", "pix_fmt_out": "rgb8"}
             if path.suffix.lower() == ".gif"
@@ -127,7 +139,12 @@ def render_video(
             }
         )
         writer = imageio_ffmpeg.write_frames(
-            str(tmp), (width_px, height_px), fps=fps, macro_block_size=2, ffmpeg_log_level="error", **options
+            str(video),
+            (width_px, height_px),
+            fps=fps,
+            macro_block_size=2,
+            ffmpeg_log_level="error",
+            **options,
         )
         writer.send(None)
         try:
@@ -144,4 +161,20 @@ def render_video(
         finally:
             writer.close()
             plt.close(fig)
+        if audio is not None:
+            try:
+                _add_sound(video, Path(audio), audio_start, tmp)
+            finally:
+                video.unlink(missing_ok=True)
     return path
+
+
+def _add_sound(video: Path, audio: Path, start: float, out: Path) -> None:
+    """``video`` with ``audio`` from ``start`` seconds as its sound track (AAC), as long as the video."""
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(video),
+               "-ss", f"{start:.3f}", "-i", str(audio), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
+               "-c:a", "aac", "-b:a", "128k", "-shortest", str(out)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        first = (done.stderr.strip().splitlines() or ["ffmpeg failed"])[-1]
+        raise InputError(audio, f"cannot add it as the video's sound ({first})")

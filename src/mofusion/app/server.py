@@ -340,7 +340,9 @@ def _attachment(name: str) -> dict[str, str]:
     return {"Content-Disposition": f'attachment; filename="{name}"'}
 
 
-def load_pipelines(checkpoints: list[Path] | None, device: str = "auto") -> dict[str, MotionPipeline]:
+def load_pipelines(
+    checkpoints: list[Path] | None, device: str = "auto", acceleration: str = "auto"
+) -> dict[str, MotionPipeline]:
     """``{name: pipeline}`` for the given checkpoints (default: the packaged text model)."""
     from ..checkpoint import default_checkpoint
 
@@ -348,5 +350,5 @@ def load_pipelines(checkpoints: list[Path] | None, device: str = "auto") -> dict
     out: dict[str, MotionPipeline] = {}
     for path in paths:
         name = "packaged text model" if not checkpoints else Path(path).name
-        out[name] = MotionPipeline.from_checkpoint(path, device)
+        out[name] = MotionPipeline.from_checkpoint(path, device, acceleration)
     return out
