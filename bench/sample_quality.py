@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> None:
     rows: list[tuple[str, ModelRow]] = []
     for spec in args.row:
         kind, steps, how = spec.split(":")
-        pipe = MotionPipeline.from_checkpoint(default_checkpoint(), device, how)
+        pipe = MotionPipeline.from_checkpoint(args.checkpoint or default_checkpoint(), device, how)
         if args.text_encoder:
             pipe.config = pipe.config.updated({"condition": {"text_encoder": args.text_encoder}})
         rows.append((spec, ModelRow(spec, pipe, kind, int(steps))))
@@ -154,6 +154,7 @@ def main() -> int:
     r.add_argument("--batch", type=int, default=128)
     r.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     r.add_argument("--text-encoder", default=None)
+    r.add_argument("--checkpoint", default=None, help="a text model (default: the packaged one)")
     r.add_argument("--out", required=True)
     args = parser.parse_args()
     pack(args) if args.command == "pack" else run(args)

@@ -420,3 +420,18 @@ def test_evaluate_prompts_names_a_label_per_generation(
         assert len(row["top1_labels"]) == 2
         assert all("/" in label for label in row["top1_labels"])  # content/style of dataset-1
     assert "an old man kicks" in stdout
+
+
+def test_the_sentence_token_goes_first() -> None:
+    """With ``condition.sentence_token`` the pooled vector is one more, always real, first token."""
+    from mofusion.conditioning import encode_prompts
+    from mofusion.config import ConditionConfig
+    from mofusion.encoders import load_text_encoder
+
+    texts = ["a person walks", "someone strolls along cheerfully today"]
+    plain = encode_prompts(ConditionConfig(kind="text"), texts)
+    tokens, mask = encode_prompts(ConditionConfig(kind="text", sentence_token=True), texts)
+    pooled = load_text_encoder("minilm", 32).encode(texts).pooled
+    assert tokens.shape[1] == plain[0].shape[1] + 1 and mask[:, 0].all()
+    assert torch.allclose(tokens[:, 0], pooled) and torch.equal(tokens[:, 1:], plain[0])
+    assert torch.equal(mask[:, 1:], plain[1])

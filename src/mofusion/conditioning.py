@@ -64,8 +64,11 @@ class CaptionBank:
         self.clip_label = torch.tensor([label_index[caption_label(label)] for label in labels])
         self.starts = torch.tensor(starts)
         self.counts = torch.tensor(counts)
-        self.tokens = self.table.tokens.to(self.device)
-        self.mask = self.table.mask.to(self.device)
+        tokens, mask = self.table.tokens, self.table.mask
+        if cfg.sentence_token:
+            tokens, mask = with_sentence_token(tokens, mask, self.table.pooled)
+        self.tokens = tokens.to(self.device)
+        self.mask = mask.to(self.device)
 
     def draw(self, clips: Tensor, generator: torch.Generator) -> Tensor:
         """A random caption index for each window's clip."""
@@ -93,4 +96,13 @@ def encode_prompts(
         raise MofusionError("this checkpoint is not a text model; generate without --text")
     checked = [check_text(t) for t in texts]
     embedding = load_text_encoder(cfg.text_encoder, cfg.max_tokens, str(torch.device(device))).encode(checked)
+    if cfg.sentence_token:
+        return with_sentence_token(embedding.tokens, embedding.mask, embedding.pooled)
     return embedding.tokens, embedding.mask
+
+
+def with_sentence_token(tokens: Tensor, mask: Tensor, pooled: Tensor) -> tuple[Tensor, Tensor]:
+    """The pooled sentence vector ``(N, D)`` put before the token states ``(N, L, D)`` as one more
+    (always real) token: the sentence's meaning in one place, beside the words."""
+    first = torch.ones(mask.shape[0], 1, dtype=mask.dtype, device=mask.device)
+    return torch.cat((pooled[:, None].to(tokens), tokens), dim=1), torch.cat((first, mask), dim=1)

@@ -241,6 +241,8 @@ class ConditionConfig:
     """Tokens of a prompt the encoder reads (the rest is cut)."""
     captions_per_label: int = 32
     """Training captions drawn per content/style label (each window gets one at random)."""
+    sentence_token: bool = False
+    """Also give the cross-attention the encoder's pooled sentence vector, as a first token."""
 
     def __post_init__(self) -> None:
         _require(self.kind in ("none", "text"), "condition.kind must be none or text")
