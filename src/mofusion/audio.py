@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -101,12 +100,17 @@ def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
         raise InputError(path, f"is {seconds / 60:.1f} min long; at most {MAX_SECONDS / 60:.0f} min")
     if float(np.sqrt(np.mean(mono**2))) < SILENCE_RMS:
         raise InputError(path, "is silent (below -80 dB)")
-    if rate != sample_rate:
-        from scipy.signal import resample_poly
+    return resample_audio(mono, int(rate), sample_rate)
 
-        ratio = Fraction(sample_rate, int(rate)).limit_denominator(10_000)
-        mono = resample_poly(mono, ratio.numerator, ratio.denominator)
-    return mono
+
+def resample_audio(samples: np.ndarray, rate: int, new_rate: int) -> np.ndarray:
+    """Mono samples from ``rate`` to ``new_rate`` (scipy's polyphase filter)."""
+    if rate == new_rate:
+        return samples
+    from scipy.signal import resample_poly
+
+    ratio = Fraction(new_rate, rate).limit_denominator(10_000)
+    return resample_poly(samples, ratio.numerator, ratio.denominator)
 
 
 def _short(exc: BaseException, path: Path) -> str:
@@ -187,7 +191,3 @@ def song_features(
         with atomic_path(target) as tmp:
             np.savez(tmp, features=features, rms=rms.astype(np.float32))
     return features, rms.astype(np.float32)
-
-
-def seconds_to_frames(seconds: float, fps: float) -> int:
-    return int(math.floor(seconds * fps + 1e-9))

@@ -296,8 +296,13 @@ class MotionUNet1D(nn.Module):
         outs.append(self.input_skip_scale(t_emb))
         if cond is None:
             cond, cond_mask = self.null_condition(batch), None
-        kv = [stage.attention.keys_values(cond) for stage in stages]
+        kv = self.condition_keys_values(cond)
         return SamplingCache(torch.cat(outs, dim=1), [o.shape[1] for o in outs], kv, cond_mask)
+
+    def condition_keys_values(self, cond: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Every stage's keys and values of ``cond`` (down stages, then up): the part of
+        :meth:`precompute` that changes with the prompt."""
+        return [stage.attention.keys_values(cond) for stage in [*self.down, *self.up]]
 
     def prepare_condition(
         self, cond: Tensor, cond_mask: Tensor | None, drop: Tensor | None

@@ -116,7 +116,7 @@ class StepRunner:
         guided = cond is not None and guidance_scale != 1.0
         self.copies = 2 if guided else 1
         self.scale = float(guidance_scale)
-        self.given_mask = cond_mask
+        self.has_mask = cond_mask is not None
         self.given_shape = None if cond is None else tuple(cond.shape[1:])
         if cond is not None:
             cond = cond.to(device)
@@ -212,7 +212,7 @@ class StepRunner:
 
     def set_condition(self, cond: Tensor | None, cond_mask: Tensor | None) -> None:
         """New condition tokens of the shape this runner was built for (a new prompt, same graph)."""
-        if (cond is None) != (self.cond is None) or (cond_mask is None) != (self.given_mask is None):
+        if (cond is None) != (self.cond is None) or (cond_mask is not None) != self.has_mask:
             raise MofusionError("the condition does not match this runner's")
         if cond is None or self.cond is None:
             return
@@ -229,12 +229,10 @@ class StepRunner:
         self.cond.copy_(cond)
         if cond_mask is not None and self.cond_mask is not None:
             self.cond_mask.copy_(cond_mask)
-        if self.cache is not None:
+        if self.cache is not None:  # the step tables stay; only the prompt's keys and values change
             with torch.no_grad(), self._autocast():
-                fresh = self.model.precompute(  # type: ignore[operator]
-                    self.t_table, self.cond, self.cond_mask, self.shape[0] * self.copies
-                )
-            for (k, v), (k_new, v_new) in zip(self.cache.kv, fresh.kv, strict=True):
+                fresh = self.model.condition_keys_values(self.cond)  # type: ignore[operator]
+            for (k, v), (k_new, v_new) in zip(self.cache.kv, fresh, strict=True):
                 k.copy_(k_new)
                 v.copy_(v_new)
 

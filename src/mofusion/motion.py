@@ -225,3 +225,15 @@ class Motion:
             raise MofusionError("cannot retarget between skeletons of different topology")
         ratio = float(skeleton.bone_lengths().sum() / max(self.skeleton.bone_lengths().sum(), 1e-12))
         return Motion(skeleton, self.rotations, self.root_positions * ratio, self.fps)
+
+
+def resample_positions(positions: np.ndarray, fps: float, new_fps: float) -> np.ndarray:
+    """Joint positions ``(T, ..., 3)`` linearly resampled to ``new_fps``, same start time, up to the
+    last whole frame of the new rate within the clip."""
+    if abs(new_fps - fps) < 1e-9:
+        return positions
+    times = np.arange(len(positions)) / fps
+    new_times = np.arange(int(np.floor(times[-1] * new_fps + 1e-9)) + 1) / new_fps
+    flat = positions.reshape(len(positions), -1)
+    out = np.stack([np.interp(new_times, times, flat[:, k]) for k in range(flat.shape[1])], axis=1)
+    return out.reshape(len(new_times), *positions.shape[1:])

@@ -16,7 +16,7 @@ import numpy as np
 from .bvh import BvhData, read_bvh
 from .editing import EditMethod, EditRequest, parse_joints
 from .errors import InputError, MofusionError
-from .motion import Motion
+from .motion import Motion, resample_positions
 from .pipeline import MotionPipeline
 
 MIN_INPUT_FRAMES = 2
@@ -87,11 +87,7 @@ def _to_model_rate(clip: Clip, pipe: MotionPipeline) -> tuple[Motion | None, np.
     if clip.motion is not None:
         motion = clip.motion.resample(pipe.fps)
         return motion, motion.positions()
-    times = np.arange(clip.num_frames) / clip.fps
-    new_times = np.arange(int(np.floor(times[-1] * pipe.fps + 1e-9)) + 1) / pipe.fps
-    flat = clip.positions.reshape(clip.num_frames, -1)
-    resampled = np.stack([np.interp(new_times, times, flat[:, k]) for k in range(flat.shape[1])], axis=1)
-    return None, resampled.reshape(len(new_times), *clip.positions.shape[1:])
+    return None, resample_positions(clip.positions, clip.fps, pipe.fps)
 
 
 def _model_frames_known(known_input: np.ndarray, clip_fps: float, model_fps: float, count: int) -> np.ndarray:

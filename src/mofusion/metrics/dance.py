@@ -15,6 +15,9 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from scipy.signal import argrelextrema
 
+from ..audio import resample_audio
+from ..motion import resample_positions
+
 REFERENCE_FPS = 60.0
 HOP = 512  # AIST++'s audio features: sample rate 60 x 512, one hop per 60-fps frame
 BEAT_SIGMA = 3.0
@@ -22,14 +25,7 @@ BEAT_SIGMA = 3.0
 
 def to_reference_rate(positions: np.ndarray, fps: float) -> np.ndarray:
     """Joint positions ``(T, J, 3)`` linearly resampled to 60 fps."""
-    positions = np.asarray(positions, dtype=np.float64)
-    if fps == REFERENCE_FPS:
-        return positions
-    times = np.arange(len(positions)) / fps
-    new_times = np.arange(int(np.floor(times[-1] * REFERENCE_FPS + 1e-9)) + 1) / REFERENCE_FPS
-    flat = positions.reshape(len(positions), -1)
-    out = np.stack([np.interp(new_times, times, flat[:, k]) for k in range(flat.shape[1])], axis=1)
-    return out.reshape(len(new_times), *positions.shape[1:])
+    return resample_positions(np.asarray(positions, dtype=np.float64), fps, REFERENCE_FPS)
 
 
 def motion_beats(positions: np.ndarray, fps: float) -> np.ndarray:
@@ -44,11 +40,7 @@ def music_beats(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     import librosa
 
     rate = int(REFERENCE_FPS * HOP)
-    if sample_rate != rate:
-        from scipy.signal import resample_poly
-
-        divisor = np.gcd(rate, int(sample_rate))
-        samples = resample_poly(samples, rate // divisor, int(sample_rate) // divisor)
+    samples = resample_audio(np.asarray(samples), int(sample_rate), rate)
     envelope = librosa.onset.onset_strength(y=np.asarray(samples, dtype=np.float32), sr=rate, hop_length=HOP)
     _, beats = librosa.beat.beat_track(onset_envelope=envelope, sr=rate, hop_length=HOP, tightness=100)
     return np.asarray(beats, dtype=np.int64)
