@@ -2,12 +2,14 @@
 takes to train the packaged default model here.
 
 Usage: python bench/train.py --data PACK_OR_FOLDER [--preset bandai-text-small bandai-text]
+       (music models: --data ../shared/data/dance-with-melody --preset dance-small dance)
        [--batch 64 256] [--steps 40] [--device auto] [--set section.field=value ...] [--out FILE]
 
 Each preset runs at its own batch size (or each ``--batch``), with and without the kinematic
 losses; the first 10 steps are warm-up and not timed. The packaged default
 (``src/mofusion/pretrained/bandai-text``) was trained with the ``bandai-text-small`` preset for the
 number of steps its config records: its row gives the time those steps take on this machine.
+Every row also gives the time the preset's own ``max_steps`` take here.
 Prints a table and writes bench/results/train-<device>.json.
 """
 
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from mofusion.audio import AudioFeatureConfig
 from mofusion.checkpoint import default_checkpoint, load_checkpoint
 from mofusion.config import preset_config
 from mofusion.data.dataset import load_dataset
@@ -50,7 +53,8 @@ def main() -> int:
             {"data": {"path": args.data}, "train": {"device": args.device}}, args.set
         )
         if dataset is None:
-            dataset = load_dataset(base.data, args.cache, progress=False)
+            music = AudioFeatureConfig.of(base) if base.condition.kind == "music" else None
+            dataset = load_dataset(base.data, args.cache, progress=False, music=music)
         for batch in args.batch or [base.train.batch_size]:
             for kinematic in (True, False):
                 cfg = base.updated(
@@ -79,6 +83,9 @@ def main() -> int:
                     "device": str(trainer.device),
                     "precision": "bf16 autocast" if trainer.use_bf16 else "fp32",
                 }
+                # the time the preset's own number of steps takes here
+                row["preset_steps"] = base.train.max_steps
+                row["preset_minutes"] = round(base.train.max_steps * elapsed / args.steps / 60, 1)
                 own = shipped.config
                 if preset == own.preset and batch == own.train.batch_size and kinematic == own.loss.kinematic:
                     row["packaged_default_steps"] = shipped.step

@@ -1,14 +1,16 @@
 """Screenshots of the browser app in headless Chromium: after a text generation, during an
-in-betweening edit (kept ranges on the timeline), and the music panel's answer.
+in-betweening edit (kept ranges on the timeline), and a dance playing to a song.
 
-Usage: python scripts/app_screenshots.py OUT_DIR   (needs Debian's chromium and chromium-driver)
+Usage: python scripts/app_screenshots.py [OUT_DIR] [--music-checkpoint RUN --song PATH]
+(needs Debian's chromium and chromium-driver). Without a music model the last screenshot shows the
+page's answer that none is loaded.
 """
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import socket
-import sys
 import threading
 import time
 import wave
@@ -23,14 +25,17 @@ from selenium.webdriver.common.by import By
 from mofusion.app.server import create_app, load_pipelines
 
 
-def main(out: Path) -> None:
+def main(out: Path, music_checkpoint: Path | None = None, song: Path | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(load_pipelines(None, "cpu")), port=port, log_level="error")
-    )
+    pipelines = load_pipelines(None, "cpu")
+    if music_checkpoint is not None:
+        from mofusion.pipeline import MotionPipeline
+
+        pipelines["music"] = MotionPipeline.from_checkpoint(music_checkpoint, "cpu")
+    server = uvicorn.Server(uvicorn.Config(create_app(pipelines), port=port, log_level="error"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
@@ -73,16 +78,24 @@ def main(out: Path) -> None:
         )
         time.sleep(0.5)
         driver.save_screenshot(str(out / "app-edit-done.png"))
-        # music to dance: no music model is loaded yet, and the page says so
-        song = out / "tone.wav"
-        with wave.open(str(song), "wb") as w:  # 2 s of a 440 Hz tone
-            w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
-            t = np.arange(32000) / 16000
-            w.writeframes((8000 * np.sin(2 * np.pi * 440 * t)).astype("<i2").tobytes())
+        # music to dance: a song uploaded, danced, and played in step with the dance
+        if song is None:
+            song = out / "tone.wav"
+            with wave.open(str(song), "wb") as w:  # 2 s of a 440 Hz tone
+                w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+                t = np.arange(32000) / 16000
+                w.writeframes((8000 * np.sin(2 * np.pi * 440 * t)).astype("<i2").tobytes())
         find("music").send_keys(str(song.resolve()))
+        find("seconds").clear()
+        find("seconds").send_keys("20")
         driver.execute_script("document.getElementById('dance').scrollIntoView()")
         find("dance").click()
-        time.sleep(0.5)
+        if music_checkpoint is not None:
+            wait_done()
+            find("play").click()
+            time.sleep(4.0)
+        else:
+            time.sleep(0.5)
         driver.save_screenshot(str(out / "app-dance.png"))
     finally:
         driver.quit()
@@ -91,4 +104,9 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/app"))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("out", nargs="?", default="docs/app", type=Path)
+    parser.add_argument("--music-checkpoint", type=Path, default=None)
+    parser.add_argument("--song", type=Path, default=None)
+    args = parser.parse_args()
+    main(args.out, args.music_checkpoint, args.song)

@@ -94,3 +94,29 @@ DANCE_WITH_MELODY = SHARED_DATA / "dance-with-melody"
 @pytest.fixture(scope="session")
 def dance_root() -> Path:
     return _require(DANCE_WITH_MELODY)
+
+
+@pytest.fixture(scope="session")
+def small_dances(dance_root: Path, session_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three real dances (cha-cha to test, one waltz to train, one to test): a data set in seconds."""
+    from mofusion.data.dance_melody import find_dance_folder
+
+    source = find_dance_folder(dance_root, session_cache)
+    folder = tmp_path_factory.mktemp("dances")
+    for name in ("DANCE_C_2", "DANCE_W_1", "DANCE_W_3"):
+        (folder / name).symlink_to(source / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_music_model(
+    small_dances: Path, session_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    from mofusion.cli import main
+
+    out = tmp_path_factory.mktemp("run") / "tiny-music"
+    code = main(["train", "--preset", "tiny", "--data", str(small_dances), "--out", str(out),
+                 "--cache", str(session_cache), "--max-steps", "6", "-q",
+                 "--set", "condition.kind=music", "--set", "data.fps=25.0"])  # fmt: skip
+    assert code == 0
+    return out

@@ -141,6 +141,51 @@ def test_edit_refusals(client: TestClient) -> None:
     assert client.get("/api/info").status_code == 200  # still serving
 
 
+def test_dance_to_an_uploaded_song(pipelines: dict[str, Any], tiny_music_model: Path, tmp_path: Path) -> None:
+    import io
+
+    import soundfile
+
+    from mofusion.app.server import MAX_AUDIO_BYTES
+    from mofusion.pipeline import MotionPipeline
+
+    both = {**pipelines, "music": MotionPipeline.from_checkpoint(tiny_music_model, "cpu")}
+    client = TestClient(create_app(both))
+    assert client.get("/api/info").json()["music"] is True
+    buffer = io.BytesIO()
+    t = np.arange(22050 * 4) / 22050
+    soundfile.write(buffer, 0.3 * np.sin(2 * np.pi * 440 * t) * (np.sin(2 * np.pi * 2 * t) > 0), 22050,
+                    format="WAV")  # fmt: skip
+    song = buffer.getvalue()
+    response = client.post("/api/dance", files={"audio": ("song.wav", song, "audio/wav")},
+                           data={"seconds": "3", "steps": "2", "seed": "1"})  # fmt: skip
+    assert response.status_code == 202, response.text
+    state = _wait(client, response.json()["job"])
+    assert state["status"] == "done", state
+    motion = client.get(f"/api/motions/{state['motions'][0]}.json").json()
+    assert motion["frames"] == 75 and motion["fps"] == 25.0 and len(motion["names"]) == 25
+    assert motion["label"] == "dance to song.wav"
+    bvh = client.get(f"/api/motions/{state['motions'][0]}.bvh")
+    (tmp_path / "d.bvh").write_bytes(bvh.content)
+    assert read_bvh(tmp_path / "d.bvh").num_frames == 75
+    silent = io.BytesIO()
+    soundfile.write(silent, np.zeros(22050 * 3), 22050, format="WAV")
+    cases = [
+        ({"files": {"audio": ("song.txt", song, "text/plain")}}, 415, "wav, flac, ogg or mp3"),
+        ({"files": {"audio": ("quiet.wav", silent.getvalue(), "audio/wav")}}, 422, "quiet.wav: is silent"),
+        ({"files": {"audio": ("bad.mp3", b"not a song", "audio/mpeg")}}, 422, "bad.mp3: cannot read"),
+        ({"files": {"audio": ("big.wav", b"0" * (MAX_AUDIO_BYTES + 2**17), "audio/wav")}}, 413, "at most 50 MB"),
+        ({"files": {"audio": ("song.wav", song, "audio/wav")}, "data": {"seconds": "0"}}, 422, "greater than"),
+        ({"files": {"audio": ("song.wav", song, "audio/wav")}, "data": {"model": "packaged text model"}}, 409,
+         "not a music model"),
+    ]  # fmt: skip
+    for kwargs, status, words in cases:
+        response = client.post("/api/dance", **kwargs)  # type: ignore[arg-type]
+        assert response.status_code == status, (kwargs.get("data"), response.text)
+        assert words in str(response.json()["detail"]), response.text
+    assert client.get("/api/info").status_code == 200
+
+
 def test_a_full_queue_answers_429_with_retry_after(pipelines: dict[str, Any]) -> None:
     queue = JobQueue(max_pending=1)
     client = TestClient(create_app(pipelines, jobs=queue))

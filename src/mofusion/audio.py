@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ import torch
 from ._io import atomic_path
 from .errors import InputError
 from .paths import cache_dir, file_digest
+
+if TYPE_CHECKING:
+    from .config import MofusionConfig
 
 MIN_SECONDS = 2.0
 MAX_SECONDS = 600.0
@@ -65,6 +69,13 @@ class AudioFeatureConfig:
     @property
     def dim(self) -> int:
         return self.n_mels + (1 if self.onset else 0)
+
+    @classmethod
+    def of(cls, config: MofusionConfig) -> AudioFeatureConfig:
+        """The music features a model configuration asks for (at its motion frame rate)."""
+        return cls(
+            fps=config.data.fps, n_mels=config.condition.music_mels, onset=config.condition.music_onset
+        )
 
 
 def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:

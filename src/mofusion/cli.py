@@ -49,12 +49,16 @@ def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (logs, checkpoints).")],
     data: Annotated[
         str | None,
-        typer.Option("--data", help="Data folder (Bandai-Namco folder or BVH folder) or a .npz pack."),
+        typer.Option(
+            "--data",
+            help="Data folder (Bandai-Namco, dance-with-melody or any BVH folder) or a .npz pack.",
+        ),
     ] = None,
     preset: Annotated[
         str | None,
         typer.Option(
-            help="Starting configuration: bandai, bandai-small, bandai-text, bandai-text-small, tiny."
+            help="Starting configuration: bandai, bandai-small, bandai-text, bandai-text-small, "
+            "dance, dance-small (music to dance on dance-with-melody), tiny."
         ),
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML or JSON config file.")] = None,
@@ -142,7 +146,17 @@ def generate(
             "--checkpoint", "-c", help="Checkpoint or run directory (default: the packaged text model)."
         ),
     ] = None,
-    seconds: Annotated[float, typer.Option(help="Duration of each motion.")] = 6.0,
+    music: Annotated[
+        Path | None,
+        typer.Option("--music", "-m", help="A song (wav, flac, ogg, mp3) to dance to (music models)."),
+    ] = None,
+    music_start: Annotated[
+        float, typer.Option("--music-start", help="Where in the song the dance starts (seconds).")
+    ] = 0.0,
+    seconds: Annotated[
+        float | None,
+        typer.Option(help="Duration of each motion (default 6 s; with --music, the song to its end)."),
+    ] = None,
     num_samples: Annotated[int, typer.Option("--num-samples", "-n", help="How many motions.")] = 1,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same motions).")] = 0,
     sampler: Annotated[str | None, typer.Option(help="ddim or ddpm (default: the checkpoint's).")] = None,
@@ -175,7 +189,16 @@ def generate(
     """Generate motions with a trained model and write them as BVH or joint positions.
 
     Without --checkpoint the packaged text-to-motion model is used (trained on Bandai-Namco, CC BY-NC 4.0).
+    With --music and a music model (mofusion train --preset dance), a dance to the song, as long as
+    the song (window after window); --render then writes the song under the video.
     """
+    if music is not None:
+        _generate_dance(
+            out, music, checkpoint, music_start, seconds, num_samples, seed, sampler, steps, guidance,
+            render, bvh_fps, no_ik, device, acceleration, quiet, text,
+        )  # fmt: skip
+        return
+    seconds = 6.0 if seconds is None else seconds
     from .checkpoint import default_checkpoint
     from .encoders import check_text
     from .export import MOTION_SUFFIXES, check_output, save_bvh, save_positions
@@ -227,6 +250,92 @@ def generate(
             render_video(
                 render, list(result.positions.numpy()), skeleton.parents, pipe.fps, skeleton.names, titles
             )
+        )
+    for path in written:
+        typer.echo(str(path))
+
+
+def _generate_dance(
+    out: Path,
+    music: Path,
+    checkpoint: Path | None,
+    music_start: float,
+    seconds: float | None,
+    num_samples: int,
+    seed: int,
+    sampler: str | None,
+    steps: int | None,
+    guidance: float | None,
+    render: Path | None,
+    bvh_fps: float | None,
+    no_ik: bool,
+    device: str,
+    acceleration: str,
+    quiet: bool,
+    text: str | None,
+) -> None:
+    """``generate --music``: every check before the model runs, nothing written on an error."""
+    import math
+
+    from .dance import generate_dance, song_frames
+    from .export import MOTION_SUFFIXES, check_output, save_bvh, save_positions
+    from .pipeline import MotionPipeline
+    from .render import VIDEO_SUFFIXES
+
+    out = check_output(out, MOTION_SUFFIXES)
+    if render is not None:
+        render = check_output(render, VIDEO_SUFFIXES)
+    if text is not None:
+        raise MofusionError("--text and --music do not go together: a music model dances to the song")
+    if checkpoint is None:
+        raise MofusionError(
+            "--music needs --checkpoint of a music model (none is packaged: train one with "
+            "'mofusion train --preset dance --data PATH')"
+        )
+    if not 1 <= num_samples <= 16:
+        raise MofusionError(f"--num-samples must be between 1 and 16 for dances, got {num_samples}")
+    if not math.isfinite(music_start) or music_start < 0:
+        raise MofusionError(f"--music-start must be >= 0 seconds, got {music_start}")
+    if seconds is not None and (not math.isfinite(seconds) or not 1 <= seconds <= 600):
+        raise MofusionError(f"--seconds must be between 1 and 600 for a dance, got {seconds}")
+    if guidance is not None and not 0 <= guidance <= 20:
+        raise MofusionError(f"--guidance must be between 0 and 20, got {guidance}")
+    if bvh_fps is not None and not 1 <= bvh_fps <= 240:
+        raise MofusionError(f"--bvh-fps must be between 1 and 240, got {bvh_fps}")
+    pipe = MotionPipeline.from_checkpoint(checkpoint, device, acceleration)
+    frames = song_frames(pipe, music, music_start, seconds)
+    results = generate_dance(
+        pipe, [frames] * num_samples, seed=seed, steps=steps, sampler=sampler, guidance_scale=guidance,
+        progress=not quiet,
+    )  # fmt: skip
+    features = [r.features for r in results]
+    positions = [r.positions.numpy() for r in results]
+    if out.suffix.lower() == ".bvh":
+        import torch
+
+        motions = pipe.to_motions(torch.stack(features), ik=not no_ik)
+        written = save_bvh(out, motions, pipe.file_scale, bvh_fps)
+    else:
+        import numpy as np
+
+        meta = {"checkpoint": str(checkpoint), "seed": seed, "music": str(music), "music_start": music_start}
+        written = save_positions(out, np.stack(positions), pipe.spec.skeleton, pipe.fps, meta)
+    if render is not None:
+        from .render import render_video
+
+        skeleton = pipe.spec.skeleton
+        titles = [f"{music.name} seed {seed} #{i}" for i in range(num_samples)]
+        written.append(
+            render_video(
+                render,
+                positions,
+                skeleton.parents,
+                pipe.fps,
+                skeleton.names,
+                titles,
+                audio=music,
+                audio_start=music_start,
+            )  # fmt: skip
         )
     for path in written:
         typer.echo(str(path))
@@ -741,6 +850,46 @@ def evaluate_inbetween(
         _check_method(m)
     table = inbetween_table(checkpoint, data, seed, sampler, steps, device, cache, label, method, max_windows)
     typer.echo(format_inbetween(table))
+    _write_json(out, table)
+
+
+@evaluate_app.command("dance")
+def evaluate_dance(
+    checkpoint: Annotated[list[Path], typer.Option("--checkpoint", "-c", help="Music model(s) to compare.")],
+    data: Annotated[str, typer.Option("--data", help="The dance-with-melody folder or archive.")],
+    label: Annotated[list[str] | None, typer.Option("--label", help="A row name per checkpoint.")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    segment_seconds: Annotated[
+        float, typer.Option("--segment-seconds", help="Length of the compared segments.")
+    ] = 10.0,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps (default: the checkpoint's).")] = None,
+    overlap: Annotated[
+        int | None, typer.Option(help="Frames each window shares with the last (default: half).")
+    ] = None,
+    guidance: Annotated[
+        float | None, typer.Option(help="Classifier-free guidance (default: the checkpoint's).")
+    ] = None,
+    max_dances: Annotated[
+        int | None, typer.Option("--max-dances", help="Evaluate the first N test dances.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the table as JSON.")] = None,
+    device: Annotated[str, typer.Option()] = "auto",
+    cache: Annotated[Path | None, typer.Option()] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Music to dance on the held-out songs: FID_k, FID_g, Div_k, Div_g, Beat Align Score, foot
+    skating and window seams, with the real test dances and a real-segments baseline in the same run."""
+    from .dance_evaluation import dance_table, format_dance_table
+
+    if label and len(label) != len(checkpoint):
+        raise MofusionError("give one --label per --checkpoint")
+    if not 2 <= segment_seconds <= 60:
+        raise MofusionError(f"--segment-seconds must be between 2 and 60, got {segment_seconds}")
+    table = dance_table(
+        checkpoint, data, label, seed, segment_seconds, steps, overlap, guidance, device, cache, max_dances,
+        not quiet,
+    )  # fmt: skip
+    typer.echo(format_dance_table(table))
     _write_json(out, table)
 
 

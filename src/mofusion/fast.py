@@ -130,14 +130,12 @@ class StepRunner:
             else None
         )
         prepare = getattr(model, "prepare_condition", None)
-        if cond is not None and self.drop is not None and prepare is not None:
-            with torch.no_grad():  # the null condition of the second half, substituted once
+        if cond is not None and prepare is not None and hasattr(model, "precompute"):
+            # the condition encoded and the null condition of the second half substituted, once
+            with torch.no_grad():
                 cond, cond_mask = prepare(cond, cond_mask, self.drop)
-            cond_mask = (
-                torch.ones(cond.shape[:2], dtype=torch.bool, device=device)
-                if cond_mask is None
-                else cond_mask
-            )
+            if self.drop is not None and cond_mask is None:
+                cond_mask = torch.ones(cond.shape[:2], dtype=torch.bool, device=device)
             self.drop = None
             self.prepared = True
         else:
@@ -222,10 +220,14 @@ class StepRunner:
         cond = cond.to(self.cond.device).repeat(self.copies, 1, 1)
         cond_mask = None if cond_mask is None else cond_mask.to(self.cond.device).repeat(self.copies, 1)
         if self.prepared:
-            drop = torch.arange(cond.shape[0], device=cond.device) >= cond.shape[0] // 2
+            drop = None
+            if self.copies == 2:
+                drop = torch.arange(cond.shape[0], device=cond.device) >= cond.shape[0] // 2
             with torch.no_grad():
                 cond, prepared_mask = self.model.prepare_condition(cond, cond_mask, drop)  # type: ignore[operator]
-            cond_mask = prepared_mask if prepared_mask is not None else torch.ones_like(self.cond_mask)
+            cond_mask = prepared_mask
+            if cond_mask is None and self.cond_mask is not None:
+                cond_mask = torch.ones_like(self.cond_mask)
         self.cond.copy_(cond)
         if cond_mask is not None and self.cond_mask is not None:
             self.cond_mask.copy_(cond_mask)

@@ -10,10 +10,11 @@ the start keeps what positions cannot tell (twist about a bone, end effectors' o
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from .rotations import matrix_to_6d, rot6d_to_matrix
+from .rotations import matrix_to_6d, quat_between, quat_to_matrix, rot6d_to_matrix
 from .skeleton import Skeleton, forward_kinematics
 
 
@@ -69,3 +70,63 @@ class _Adam:
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
             denom = (v / (1 - b2**self.k)).sqrt_().add_(1e-8)
             p.addcdiv_(m, denom, value=-self.lr / (1 - b1**self.k))
+
+
+def rotations_from_positions(skeleton: Skeleton, positions: Tensor) -> tuple[Tensor, Tensor]:
+    """Local rotation matrices ``(..., T, J, 3, 3)`` and root positions that pose ``skeleton`` like
+    joint positions ``(..., T, J, 3)``: the start for :func:`fit_rotations` when a motion has
+    positions only (dance keypoints, HumanML3D-style features).
+
+    Top-down, each joint's world rotation turns its rest bones onto the observed ones: the best
+    rotation for all its children at once (Kabsch) when they span a plane (hips, shoulders, ankle to
+    toe and heel), else the smallest turn of the parent's orientation that aims its longest child
+    (a chain, or children in one line). Leaves keep their parent's orientation.
+    """
+    pos = positions.double()
+    offsets = torch.tensor(np.array(skeleton.offsets), dtype=pos.dtype, device=pos.device)
+    batch = pos.shape[:-2]
+    eye = torch.eye(3, dtype=pos.dtype, device=pos.device).expand(batch + (3, 3))
+    world: list[Tensor] = []
+    local: list[Tensor] = []
+    for j, parent in enumerate(skeleton.parents):
+        parent_world = world[parent] if parent >= 0 else eye
+        children = skeleton.children(j)
+        rotation = parent_world
+        if children:
+            rest = offsets[children]  # (K, 3)
+            seen = pos[..., children, :] - pos[..., j : j + 1, :]  # (..., K, 3)
+            spread = torch.linalg.svdvals(rest)
+            if len(children) >= 2 and spread[1] > 0.2 * spread[0]:
+                cov = torch.einsum("kc,...kd->...dc", rest, seen)  # sum_k seen_k rest_k^T
+                u, _, vh = torch.linalg.svd(cov)
+                sign = torch.sign(torch.linalg.det(u @ vh))
+                fix = torch.diag_embed(torch.stack([torch.ones_like(sign), torch.ones_like(sign), sign], -1))
+                rotation = u @ fix @ vh
+            else:
+                longest = int(torch.argmax(rest.norm(dim=-1)))
+                aimed = parent_world @ rest[longest]  # the bone as the parent's orientation holds it
+                turn = quat_to_matrix(quat_between(aimed, seen[..., longest, :]))
+                rotation = turn @ parent_world
+        world.append(rotation)
+        local.append(parent_world.transpose(-1, -2) @ rotation)
+    return torch.stack(local, dim=-3), pos[..., 0, :]
+
+
+def skeleton_from_positions(skeleton: Skeleton, local_positions: Tensor) -> Skeleton:
+    """Rest offsets that fit positions-only motions ``(..., T, J, 3)`` given in the dancer's facing
+    frame: every bone gets its median length; the bones that leave a branching joint (pelvis to hips
+    and spine, neck to shoulders and head, ankle to toe and heel) also keep their median direction,
+    so that those rigid groups can be posed exactly; chains keep the skeleton's rest direction (a
+    T-pose for arms and legs). Keypoint data has no rest pose of its own to read these from."""
+    pos = local_positions.detach().double().reshape((-1,) + tuple(local_positions.shape[-2:]))
+    parents = list(skeleton.parents)
+    offsets = np.array(skeleton.offsets, dtype=np.float64)
+    for j in range(1, skeleton.num_joints):
+        bones = (pos[:, j] - pos[:, parents[j]]).numpy()
+        length = float(np.median(np.linalg.norm(bones, axis=-1)))
+        if len(skeleton.children(parents[j])) >= 2:
+            direction = np.median(bones, axis=0)
+        else:
+            direction = offsets[j]
+        offsets[j] = direction / max(float(np.linalg.norm(direction)), 1e-12) * length
+    return skeleton.with_offsets(offsets)

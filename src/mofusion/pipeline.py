@@ -25,7 +25,7 @@ from .diffusion import NoiseSchedule, StepOutput, guided, make_generator, make_s
 from .editing import ChannelTable, EditMethod, EditRequest, EditResult, align_trajectory, feature_mask
 from .errors import CheckpointError, MofusionError
 from .fast import Acceleration, StepRunner
-from .ik import fit_rotations
+from .ik import fit_rotations, rotations_from_positions, skeleton_from_positions
 from .motion import Motion
 from .representation import FeatureSpec, MotionRepresentation, Normalizer
 from .rotations import matrix_to_quat
@@ -291,6 +291,15 @@ class MotionPipeline:
         """:meth:`to_motion` for a batch ``(B, T, C)``, with one IK fit for the whole batch
         (``pinned``: frames whose positions are known, see :meth:`positions`)."""
         feats = features.detach().double().cpu()
+        if self.spec.rotation_source != "local":
+            # positions-only data (e.g. dance keypoints): rotations solved from the positions
+            targets = self.positions(feats, pinned)
+            skeleton = skeleton_from_positions(self.spec.skeleton, self.representation.local_positions(feats))
+            rotations, root = rotations_from_positions(skeleton, targets)
+            if ik:
+                rotations, root = fit_rotations(skeleton, rotations, root, targets, iterations=iterations)
+            quats = matrix_to_quat(rotations).numpy()
+            return [Motion(skeleton, q, r, self.fps) for q, r in zip(quats, root.numpy(), strict=True)]
         rotations, root = self.representation.decode_rotations(feats)
         if ik:
             targets = self.positions(feats, pinned)
@@ -307,7 +316,7 @@ class MotionPipeline:
         reproduces the sample's joint positions (see :mod:`mofusion.ik`); without, they are used as
         the model predicted them.
         """
-        if not ik:
+        if not ik and self.spec.rotation_source == "local":
             return self.representation.decode_motion(features)
         return self.to_motions(features[None], iterations=iterations)[0]
 

@@ -94,3 +94,99 @@ def bandai_spec(skeleton: Skeleton, fps: float) -> FeatureSpec:
         facing_smoothing=0.5,
         rotation_source="local",
     )
+
+
+# -- dance-with-melody (23 keypoints, positions only) ------------------------------------------------
+
+# The model's skeleton: the 23 keypoints plus two of the drawing script's virtual joints (neck =
+# mid(3, 12), head = mid(0, 1)), reordered so the pelvis is the root and parents come first.
+# Sides: keypoints 3-11 are the dancer's left (the toes 10/19 lie ahead of the ankles along
+# cross(up, hip 16 - hip 7) in 87-99 % of frames of every dance checked, so that is forward and 16 is
+# the right hip); 0 and 1 are the left and right sides of the head (in the dancer's facing frame 0
+# lies 5-6 cm to the left of the head's centre, 1 as far to the right); 11/20 are the heels.
+DWM_MODEL_KEYPOINTS = (
+    2,
+    7,
+    8,
+    9,
+    10,
+    11,
+    16,
+    17,
+    18,
+    19,
+    20,
+    -1,
+    -2,
+    0,
+    1,
+    3,
+    4,
+    5,
+    6,
+    22,
+    12,
+    13,
+    14,
+    15,
+    21,
+)
+"""Keypoint index of each model joint; -1 is the neck (mid of 3 and 12), -2 the head (mid of 0 and 1)."""
+DWM_NAMES = (
+    "pelvis", "left_hip", "left_knee", "left_ankle", "left_toe", "left_heel",
+    "right_hip", "right_knee", "right_ankle", "right_toe", "right_heel",
+    "neck", "head", "left_head", "right_head",
+    "left_shoulder", "left_elbow", "left_wrist", "left_hand", "left_hand_tip",
+    "right_shoulder", "right_elbow", "right_wrist", "right_hand", "right_hand_tip",
+)  # fmt: skip
+DWM_MODEL_PARENTS = (-1, 0, 1, 2, 3, 3, 0, 6, 7, 8, 8, 0, 11, 12, 12, 11, 15, 16, 17, 17, 11, 20, 21, 22, 22)
+# Rest directions (+X left, +Y up, +Z forward; a T-pose): the BVH rest pose and the bone frames of
+# the HumanML3D-style inverse kinematics that gives the rotation features.
+_L, _R, _UP, _DOWN, _FWD, _BACK = (1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)
+DWM_REST_DIRECTIONS = np.array(
+    [(0, 0, 0), _L, _DOWN, _DOWN, _FWD, (0, -0.6, -0.8), _R, _DOWN, _DOWN, _FWD, (0, -0.6, -0.8),
+     _UP, _UP, _L, _R, _L, _L, _L, _L, _L, _R, _R, _R, _R, _R],
+    dtype=np.float64,
+)  # fmt: skip
+DWM_CHAINS = (
+    (0, 1, 2, 3, 4), (3, 5), (0, 6, 7, 8, 9), (8, 10), (0, 11, 12, 13), (12, 14),
+    (11, 15, 16, 17, 18), (17, 19), (11, 20, 21, 22, 23), (22, 24),
+)  # fmt: skip
+DWM_FPS = 25.0
+DWM_UPPER_BODY = DWM_NAMES[11:]
+
+
+def dwm_model_positions(keypoints: np.ndarray) -> np.ndarray:
+    """``(T, 23, 3)`` keypoints -> ``(T, 25, 3)`` positions of the model's joints."""
+    neck = (keypoints[:, 3] + keypoints[:, 12]) / 2
+    head = (keypoints[:, 0] + keypoints[:, 1]) / 2
+    extra = {-1: neck, -2: head}
+    return np.stack([extra[k] if k < 0 else keypoints[:, k] for k in DWM_MODEL_KEYPOINTS], axis=1)
+
+
+def dwm_skeleton(bone_lengths: np.ndarray) -> Skeleton:
+    """The model's skeleton in a T-pose with the given ``(25,)`` bone lengths (root entry ignored)."""
+    lengths = np.asarray(bone_lengths, dtype=np.float64).copy()
+    lengths[0] = 0.0
+    directions = DWM_REST_DIRECTIONS / np.maximum(
+        np.linalg.norm(DWM_REST_DIRECTIONS, axis=1, keepdims=True), 1e-12
+    )
+    return Skeleton(DWM_NAMES, DWM_MODEL_PARENTS, directions * lengths[:, None])
+
+
+def dwm_spec(
+    skeleton: Skeleton, fps: float = DWM_FPS, contact_speed: float = HUMANML3D_CONTACT_SPEED
+) -> FeatureSpec:
+    """Features of dance-with-melody dances: rotations solved from the positions (HumanML3D's way)."""
+    return FeatureSpec(
+        skeleton=skeleton,
+        fps=fps,
+        face_joints=("right_hip", "left_hip", "right_shoulder", "left_shoulder"),
+        left_foot=("left_heel", "left_toe"),
+        right_foot=("right_heel", "right_toe"),
+        contact_speed=contact_speed,
+        facing_smoothing=0.5,
+        rotation_source="humanml3d",
+        rest_directions=DWM_REST_DIRECTIONS,
+        chains=DWM_CHAINS,
+    )

@@ -24,6 +24,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ._io import atomic_write_json
+from .audio import AudioFeatureConfig
 from .checkpoint import load_checkpoint, point_latest, prune_checkpoints, save_checkpoint
 from .conditioning import CaptionBank
 from .config import MofusionConfig
@@ -138,8 +139,9 @@ class Trainer:
         if dataset is None:
             if not self.dist.is_main:
                 self.dist.barrier()  # rank 0 processes the data and fills the cache first
+            music = AudioFeatureConfig.of(config) if config.condition.kind == "music" else None
             dataset = load_dataset(
-                config.data, cache, checkpoint.normalizer if checkpoint else None, self.progress
+                config.data, cache, checkpoint.normalizer if checkpoint else None, self.progress, music
             )
             if self.dist.is_main:
                 self.dist.barrier()
@@ -160,6 +162,14 @@ class Trainer:
             )
             self.dataset.normalizer = checkpoint.normalizer
         config = config.updated({"denoiser": {"feature_dim": dataset.spec.dim}})
+        if config.condition.kind == "music":
+            if dataset.collection.condition is None:
+                raise MofusionError(
+                    f"{config.data.path}: condition.kind is music but the data has no music "
+                    "(music models train on dance-with-melody)"
+                )
+            width = dataset.collection.condition.shape[1]
+            config = config.updated({"denoiser": {"cond_input_dim": width, "cond_aligned": True}})
         self.config = config
         self.representation = MotionRepresentation(dataset.spec)
         self.channel_table = ChannelTable.of(dataset.spec)
@@ -175,6 +185,11 @@ class Trainer:
             weight_decay=config.train.weight_decay,
             betas=(0.9, 0.999),
         )
+        if self.model.cond_encoder is not None and checkpoint is None:
+            # the music features' statistics over the training dances (kept with the weights)
+            frames = torch.from_numpy(dataset.subset("train").condition)  # type: ignore[arg-type]
+            self.model.cond_encoder.mean.copy_(frames.mean(0))
+            self.model.cond_encoder.std.copy_(frames.std(0).clamp_min(1e-3))
         if init_from is not None and checkpoint is None:
             self._initialise_from(init_from)
         self.ema = EMA(self.model, config.train.ema_decay)
@@ -321,6 +336,9 @@ class Trainer:
         if self.train_captions is not None and batch.clip is not None:
             condition = self.train_captions.condition(self.train_captions.draw(batch.clip, generator))
             drop = (torch.rand(total, generator=generator) < cfg.cond_drop_prob).to(self.device)
+        elif self.config.condition.kind == "music" and batch.cond is not None:
+            condition = (batch.cond, None)  # type: ignore[assignment]
+            drop = (torch.rand(total, generator=generator) < cfg.cond_drop_prob).to(self.device)
         terms, t = self._losses(
             batch.x,
             batch.mask,
@@ -377,6 +395,8 @@ class Trainer:
                 condition = self.val_captions.condition(
                     self.val_captions.first(fixed.clip[start : start + batch])
                 )
+            elif self.config.condition.kind == "music" and fixed.cond is not None:
+                condition = (fixed.cond[start : start + batch], None)  # type: ignore[assignment]
             terms, _ = self._losses(
                 x0,
                 mask,

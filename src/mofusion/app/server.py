@@ -3,7 +3,7 @@
 Generation and edits run in a bounded :class:`~mofusion.app.jobs.JobQueue` off the event loop; the
 page polls a job for its progress, then fetches the motion's joint positions for the three.js
 viewer. Every refusal is a JSON ``{"detail": ...}`` with its status: 413 (upload too large), 415
-(not a BVH), 422 (bad values, empty text, a corrupt file), 404 (unknown job or motion), 409 (no
+(not a BVH or a song), 422 (bad values, empty text, a corrupt file), 404 (unknown job or motion), 409 (no
 model for the request), 429 with Retry-After (queue full). Nothing is fetched from the network: the
 page and three.js are served from the package.
 """
@@ -36,6 +36,8 @@ MAX_BVH_BYTES = 20 * 2**20
 MAX_AUDIO_BYTES = 50 * 2**20
 MAX_SECONDS = 60.0
 MAX_SAMPLES = 8
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
+AUDIO_TYPE_PREFIXES = ("audio/", "application/octet-stream", "video/ogg")
 BVH_TYPES = {"", "application/octet-stream", "text/plain", "application/x-bvh", "model/bvh", "text/x-bvh"}
 
 
@@ -59,6 +61,7 @@ class StoredMotion:
     fps: float
     label: str
     kept: np.ndarray | None = None  # frames that came from the input (edits)
+    file_scale: float = 1.0  # metres per BVH unit of the model's data (BVH downloads use its units)
 
 
 class MotionStore:
@@ -97,7 +100,7 @@ def create_app(
         raise MofusionError("the server needs at least one model")
     app = FastAPI(
         title="mofusion",
-        description="Text-to-motion generation and editing with a 1-D convolutional diffusion U-Net.",
+        description="Text-to-motion, music-to-dance and editing with a 1-D convolutional diffusion U-Net.",
         version="0.1.0",
     )
     queue = jobs or JobQueue(max_pending)
@@ -124,12 +127,14 @@ def create_app(
 
     results = itertools.count(1)
 
-    def store_motions(motions: list[Motion], fps: float, label: str, kept: Any = None) -> list[str]:
+    def store_motions(
+        motions: list[Motion], fps: float, label: str, kept: Any = None, file_scale: float = 1.0
+    ) -> list[str]:
         """Keep a job's motions (ids of their own: the job's id is not known inside its work)."""
         ids = []
         batch = next(results)
         for i, motion in enumerate(motions):
-            item = StoredMotion(f"m{batch:06d}-{i}", motion, motion.positions(), fps, label, kept)
+            item = StoredMotion(f"m{batch:06d}-{i}", motion, motion.positions(), fps, label, kept, file_scale)
             store.add(item)
             ids.append(item.id)
         return ids
@@ -157,7 +162,7 @@ def create_app(
                 for n, p in pipelines.items()
             ],  # fmt: skip
             "skeleton": {"names": list(skeleton.names), "parents": list(skeleton.parents)},
-            "music": False,
+            "music": bool(music_models),
             "limits": {
                 "max_seconds": MAX_SECONDS,
                 "max_samples": MAX_SAMPLES,
@@ -196,7 +201,7 @@ def create_app(
                                    guidance_scale=request.guidance, cond=cond, cond_mask=mask,
                                    callback=step, batch_size=request.samples)  # fmt: skip
             motions = pipe.to_motions(result.features)
-            return {"motions": store_motions(motions, pipe.fps, label)}
+            return {"motions": store_motions(motions, pipe.fps, label, file_scale=pipe.file_scale)}
 
         job = queue.submit("generate", work)
         return {"job": job.id, "status": job.status}
@@ -260,7 +265,7 @@ def create_app(
             progress(0.05)
             result = run_edit(pipe, clip, frames, regenerate=regenerate, seed=seed, steps=steps, text=text)
             label = f"edit of {source}" + (f": {text}" if text else "")
-            out = {"motions": store_motions([result.motion], result.fps, label, result.kept)}
+            out = {"motions": store_motions([result.motion], result.fps, label, result.kept, pipe.file_scale)}
             if motion is not None:
                 out["source"] = motion  # shown beside the edit
             return out
@@ -268,10 +273,63 @@ def create_app(
         job = queue.submit("edit", work)
         return JSONResponse({"job": job.id, "status": job.status}, status_code=202)
 
-    @app.post("/api/dance")
-    async def dance(audio: Annotated[UploadFile | None, File()] = None) -> JSONResponse:
-        """Music to dance (needs a music checkpoint; none of the loaded models is one)."""
-        return _error(409, "no music-to-dance model is loaded (music to dance is not available yet)")
+    music_models = [n for n, p in pipelines.items() if p.config.condition.kind == "music"]
+
+    @app.post("/api/dance", status_code=202)
+    async def dance(
+        request: Request,
+        audio: Annotated[UploadFile | None, File(description="A song: wav, flac, ogg or mp3.")] = None,
+        seconds: Annotated[float, Form(gt=0, le=MAX_SECONDS)] = 30.0,
+        seed: Annotated[int, Form(ge=0, le=2**31 - 1)] = 0,
+        steps: Annotated[int | None, Form(ge=1, le=1000)] = None,
+        model: Annotated[str | None, Form()] = None,
+    ) -> Any:
+        """A dance to the first ``seconds`` of an uploaded song (needs a music model: ``mofusion
+        train --preset dance``); the page plays the song in step with it."""
+        from ..dance import generate_dance, song_frames
+
+        declared = int(request.headers.get("content-length") or 0)
+        if declared > MAX_AUDIO_BYTES + 2**16:
+            return _error(
+                413, f"the upload is {declared / 2**20:.1f} MB; at most {MAX_AUDIO_BYTES // 2**20} MB"
+            )
+        if model is None and not music_models:
+            return _error(
+                409, "no music-to-dance model is loaded (serve --checkpoint a run of --preset dance)"
+            )
+        pipe = pipeline(model or music_models[0])
+        if pipe.config.condition.kind != "music":
+            return _error(409, f"{model} is not a music model")
+        if audio is None:
+            raise HTTPException(422, "upload a song as 'audio'")
+        suffix = Path(audio.filename or "").suffix.lower()
+        if not (audio.content_type or "").startswith(AUDIO_TYPE_PREFIXES) or suffix not in AUDIO_SUFFIXES:
+            return _error(
+                415, f"expected a wav, flac, ogg or mp3 file, got {audio.filename!r} ({audio.content_type})"
+            )
+        data = await audio.read(MAX_AUDIO_BYTES + 1)
+        if len(data) > MAX_AUDIO_BYTES:
+            return _error(413, f"the song is over {MAX_AUDIO_BYTES // 2**20} MB")
+        name = audio.filename or f"song{suffix}"
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"upload{suffix}"
+            path.write_bytes(data)
+            try:  # decoded and checked now, so a bad file is a 422 at once, not a failed job
+                frames = song_frames(pipe, path, 0.0, None)
+            except MofusionError as exc:
+                raise HTTPException(422, f"{name}: {str(exc).split(': ', 1)[-1]}") from None
+        frames = frames[: int(round(seconds * pipe.fps))]
+
+        def work(progress: Progress) -> dict[str, Any]:
+            progress(0.05)
+            (result,) = generate_dance(pipe, [frames], seed=seed, steps=steps)
+            progress(0.9)
+            motions = pipe.to_motions(result.features[None])
+            stored = store_motions(motions, pipe.fps, f"dance to {name}", file_scale=pipe.file_scale)
+            return {"motions": stored, "audio_start": 0.0}
+
+        job = queue.submit("dance", work)
+        return JSONResponse({"job": job.id, "status": job.status}, status_code=202)
 
     @app.get("/api/jobs/{job_id}")
     def job_status(job_id: str) -> dict[str, Any]:
@@ -308,7 +366,7 @@ def create_app(
         item = store.get(motion_id)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "m.bvh"
-            write_bvh(path, item.motion.to_bvh(scale=1.0 / first.file_scale))
+            write_bvh(path, item.motion.to_bvh(scale=1.0 / item.file_scale))
             data = path.read_bytes()
         return Response(data, media_type="application/octet-stream", headers=_attachment(f"{motion_id}.bvh"))
 

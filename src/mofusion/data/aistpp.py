@@ -18,6 +18,7 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -25,6 +26,12 @@ from scipy.spatial.transform import Rotation
 from ..errors import InputError
 from ..motion import Motion
 from ..skeleton import Skeleton
+
+if TYPE_CHECKING:
+    from ..audio import AudioFeatureConfig
+    from ..config import DataConfig
+    from ..representation import FeatureSpec
+    from .dataset import ClipCollection
 
 AISTPP_FPS = 60.0
 SMPL24_NAMES = (
@@ -135,3 +142,77 @@ def load_aistpp(root: str | Path, fps: float = AISTPP_FPS) -> list[AistClip]:
     if not clips:
         raise InputError(motions, "no .pkl motions")
     return clips
+
+
+def is_aistpp(path: str | Path) -> bool:
+    path = Path(path)
+    return path.is_dir() and (path / "motions").is_dir() and any((path / "motions").glob("*.pkl"))
+
+
+def aistpp_spec(fps: float, contact_speed: float) -> FeatureSpec:
+    """Features of AIST++ motions: the SMPL tree's own rotations, SMPL's hips and shoulders to face."""
+    from ..representation import FeatureSpec
+
+    return FeatureSpec(
+        skeleton=smpl24_skeleton(),
+        fps=fps,
+        face_joints=("right_hip", "left_hip", "right_shoulder", "left_shoulder"),
+        left_foot=("left_ankle", "left_foot"),
+        right_foot=("right_ankle", "right_foot"),
+        contact_speed=contact_speed,
+        facing_smoothing=0.5,
+        rotation_source="local",
+    )
+
+
+def build_aistpp_collection(
+    cfg: DataConfig, music: AudioFeatureConfig | None = None, cache: str | Path | None = None
+) -> tuple[ClipCollection, dict[str, list[str]], Path]:
+    """Features of the AIST++ motions (cached) with, given ``music``, their songs' features frame by
+    frame (an AIST++ motion starts with its song), and the official split (written beside them)."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    from .._io import atomic_write_json
+    from ..audio import song_features
+    from ..paths import cache_dir, file_digest
+    from ..representation import MotionRepresentation
+    from .dataset import ClipCollection
+
+    root = Path(cfg.path)
+    clips = [c for c in load_aistpp(root, cfg.fps) if c.split]
+    if not clips:
+        raise InputError(root, "no motion is in the official splits (splits/crossmodal_*.txt)")
+    digests = [[c.name, file_digest(root / "motions" / f"{c.name}.pkl")] for c in clips]
+    options = {"fps": cfg.fps, "contact_speed": cfg.contact_speed, "music": asdict(music) if music else None}
+    key = hashlib.sha256(json.dumps([digests, options, 1], sort_keys=True).encode()).hexdigest()[:24]
+    split = {s: sorted(c.name for c in clips if c.split == s) for s in SPLITS}
+    split_path = cache_dir(cache) / "splits" / f"aistpp-{key}.json"
+    atomic_write_json(split_path, {"by": "the official crossmodal lists", **split})
+    target = cache_dir(cache) / "features" / f"aistpp-{key}.npz"
+    if target.is_file():
+        return ClipCollection.load(target), split, split_path
+    spec = aistpp_spec(cfg.fps, cfg.contact_speed)
+    representation = MotionRepresentation(spec)
+    features, conditions = [], []
+    for clip in clips:
+        feats = representation.encode_motion(clip.motion).numpy().astype(np.float32)
+        features.append(feats)
+        if music is not None:
+            song, _ = song_features(clip.music, music, cache)
+            rows = np.minimum(np.arange(len(feats)), len(song) - 1)
+            conditions.append(song[rows].astype(np.float32))
+    lengths = [len(f) for f in features]
+    collection = ClipCollection(
+        spec,
+        np.concatenate(features),
+        np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        [c.name for c in clips],
+        [{"genre": c.name[1:3], "subset": "aist++", "audio": str(c.music), "music_start_seconds": "0"}
+         for c in clips],  # fmt: skip
+        1.0,
+        condition=np.concatenate(conditions) if music is not None else None,
+    )
+    collection.save(target)
+    return collection, split, split_path

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,11 @@ from .._io import atomic_write_json
 from ..errors import InputError
 from ..paths import cache_dir, file_digest
 from .sources import unpack_archive
+
+if TYPE_CHECKING:
+    from ..audio import AudioFeatureConfig
+    from ..config import DataConfig
+    from .dataset import ClipCollection
 
 DWM_FPS = 25.0
 DWM_KEYPOINTS = 23
@@ -140,3 +146,114 @@ def write_dance_split(dances: list[Dance], cache: str | Path | None = None, seed
     path = cache_dir(cache) / "splits" / f"dance-with-melody-{key}.json"
     atomic_write_json(path, {"seed": seed, "by": "dance; every genre in test", **split})
     return path
+
+
+# -- training data: features of the model's skeleton, with the music of every frame ---------------
+
+
+def is_dance_with_melody(path: str | Path) -> bool:
+    """Whether ``path`` is the data set: DANCE_* folders or a folder/archive named after it."""
+    path = Path(path)
+    if path.is_dir():
+        return any(path.glob("DANCE_*")) or any(path.glob("dance-with-melody*.tar.xz"))
+    return path.is_file() and path.name.startswith("dance-with-melody") and path.name.endswith(".tar.xz")
+
+
+def model_positions(dance: Dance, fps: float) -> np.ndarray:
+    """The dance's ``(T, 25, 3)`` positions of the model's joints at ``fps``, standing on y = 0.
+
+    The files' heights are relative to an arbitrary centre (the floor lies between 0.08 and 0.4 m
+    below the ankles, depending on the dance): the floor is put at the median over frames of the
+    lowest toe or heel, since a ballroom dancer always has a foot on the floor.
+    """
+    from ..motion import resample_positions
+    from ..presets import DWM_NAMES, dwm_model_positions
+
+    positions = dwm_model_positions(dance.positions)
+    feet = [DWM_NAMES.index(n) for n in ("left_toe", "left_heel", "right_toe", "right_heel")]
+    floor = float(np.median(positions[:, feet, 1].min(axis=1)))
+    positions = positions - np.array([0.0, floor, 0.0])
+    return resample_positions(positions, dance.fps, fps)
+
+
+def _collection_key(dances: list[Dance], cfg: DataConfig, music: AudioFeatureConfig | None) -> str:
+    parts = [[d.name, file_digest(d.audio.parent / "skeletons.json"), d.music_start_frame] for d in dances]
+    options = {"fps": cfg.fps, "contact_speed": cfg.contact_speed, "music": asdict(music) if music else None}
+    text = json.dumps({"dances": parts, "options": options, "version": 2}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def build_dance_collection(
+    cfg: DataConfig,
+    music: AudioFeatureConfig | None = None,
+    cache: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[ClipCollection, dict[str, list[str]], Path]:
+    """Features of every dance (cached), its split by dance (val empty) and the split's file.
+
+    With ``music``, each feature frame carries the song's features at the same instant
+    (``ClipCollection.condition``), computed once per song and cached: training never decodes audio.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..audio import song_features
+    from ..presets import dwm_skeleton, dwm_spec
+    from ..representation import MotionRepresentation
+    from .dataset import ClipCollection
+
+    dances = load_dance_with_melody(cfg.path, cache)
+    if not dances:
+        raise InputError(cfg.path, "holds no DANCE_* folders")
+    split = dance_split(dances, cfg.split_seed)
+    split_path = write_dance_split(dances, cache, cfg.split_seed)
+    full_split = {"train": split["train"], "val": [], "test": split["test"]}
+    if music is not None and abs(music.fps - cfg.fps) > 1e-9:
+        raise InputError(cfg.path, f"music features at {music.fps} fps for motion at {cfg.fps} fps")
+    target = cache_dir(cache) / "features" / f"dance-{_collection_key(dances, cfg, music)}.npz"
+    if target.is_file():
+        return ClipCollection.load(target), full_split, split_path
+    positions = [model_positions(d, cfg.fps) for d in dances]
+    # the rest skeleton: median bone lengths over every frame (the captured lengths vary by 1-5 cm)
+    parents = np.array(dwm_skeleton(np.ones(25)).parents)
+    stacked = np.concatenate(positions)
+    lengths = np.median(np.linalg.norm(stacked[:, 1:] - stacked[:, parents[1:]], axis=-1), axis=0)
+    spec = dwm_spec(dwm_skeleton(np.concatenate([[0.0], lengths])), cfg.fps, cfg.contact_speed)
+    representation = MotionRepresentation(spec)
+    features, conditions = [], []
+    for dance, joints in tqdm(
+        list(zip(dances, positions, strict=True)), desc="encoding dances", unit="dance", disable=not progress
+    ):
+        feats = representation.encode(torch.from_numpy(joints)).numpy().astype(np.float32)
+        if not np.isfinite(feats).all():
+            raise InputError(dance.audio.parent, "the dance gives non-finite features")
+        features.append(feats)
+        if music is not None:
+            song, _ = song_features(dance.audio, music, cache)
+            first = int(round(dance.music_start_seconds * cfg.fps))
+            rows = np.arange(first, first + len(feats))
+            if rows[-1] >= len(song) + cfg.fps:  # more than a second past the song's end
+                raise InputError(
+                    dance.audio, f"the song ends before the dance ({len(song)} < {rows[-1]} frames)"
+                )
+            conditions.append(song[np.minimum(rows, len(song) - 1)].astype(np.float32))
+    lengths_frames = [len(f) for f in features]
+    collection = ClipCollection(
+        spec,
+        np.concatenate(features),
+        np.concatenate([[0], np.cumsum(lengths_frames)]).astype(np.int64),
+        [d.name for d in dances],
+        [
+            {
+                "genre": d.genre,
+                "subset": "dance-with-melody",
+                "audio": str(d.audio),
+                "music_start_seconds": f"{d.music_start_seconds:.6f}",
+            }
+            for d in dances
+        ],  # fmt: skip
+        1.0,
+        condition=np.concatenate(conditions) if music is not None else None,
+    )
+    collection.save(target)
+    return collection, full_split, split_path

@@ -20,7 +20,7 @@ from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ from ..paths import cache_dir, file_digest
 from ..representation import FeatureSpec, MotionRepresentation, Normalizer
 from ..skeleton import Skeleton, joint_side
 from .sources import ClipSource, discover
+
+if TYPE_CHECKING:
+    from ..audio import AudioFeatureConfig
 
 CACHE_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -55,6 +58,8 @@ class ClipCollection:
         names: clip names.
         labels: per clip, e.g. ``{"content": "walk", "style": "happy", "subset": "dataset-2"}``.
         file_scale: the factor that turned file units into metres (BVH export writes them back).
+        condition: ``(N, M)`` float32 condition features aligned with ``features`` frame by frame
+            (the music of a dance), or None.
     """
 
     spec: FeatureSpec
@@ -63,6 +68,7 @@ class ClipCollection:
     names: list[str]
     labels: list[dict[str, str]]
     file_scale: float = 1.0
+    condition: np.ndarray | None = None
 
     @property
     def num_clips(self) -> int:
@@ -75,9 +81,18 @@ class ClipCollection:
     def clip(self, index: int) -> np.ndarray:
         return self.features[self.offsets[index] : self.offsets[index + 1]]
 
+    def clip_condition(self, index: int) -> np.ndarray | None:
+        if self.condition is None:
+            return None
+        return self.condition[self.offsets[index] : self.offsets[index + 1]]
+
     def select(self, indices: list[int]) -> ClipCollection:
         parts = [self.clip(i) for i in indices]
         lengths = [len(p) for p in parts]
+        condition = None
+        if self.condition is not None:
+            rows = [self.condition[self.offsets[i] : self.offsets[i + 1]] for i in indices]
+            condition = np.concatenate(rows) if rows else self.condition[:0]
         return ClipCollection(
             self.spec,
             np.concatenate(parts) if parts else self.features[:0],
@@ -85,6 +100,7 @@ class ClipCollection:
             [self.names[i] for i in indices],
             [self.labels[i] for i in indices],
             self.file_scale,
+            condition,
         )
 
     def save(self, path: str | Path) -> None:
@@ -96,8 +112,11 @@ class ClipCollection:
             "file_scale": self.file_scale,
             "version": CACHE_VERSION,
         }
+        extra = {} if self.condition is None else {"condition": self.condition}
         with atomic_path(path) as tmp:
-            np.savez(tmp, features=self.features, offsets=self.offsets, meta=np.array(json.dumps(meta)))
+            np.savez(
+                tmp, features=self.features, offsets=self.offsets, meta=np.array(json.dumps(meta)), **extra
+            )
 
     @classmethod
     def load(cls, path: str | Path) -> ClipCollection:
@@ -106,12 +125,15 @@ class ClipCollection:
                 meta = json.loads(str(data["meta"]))
                 features = data["features"].astype(np.float32)
                 offsets = data["offsets"].astype(np.int64)
+                condition = data["condition"].astype(np.float32) if "condition" in data.files else None
         except (OSError, ValueError, KeyError) as exc:
             raise InputError(path, f"not a mofusion feature cache ({exc})") from None
         if meta.get("version") != CACHE_VERSION:
             raise InputError(path, f"feature cache version {meta.get('version')} (expected {CACHE_VERSION})")
         spec = FeatureSpec.from_dict(meta["spec"])
-        return cls(spec, features, offsets, meta["names"], meta["labels"], meta.get("file_scale", 1.0))
+        return cls(
+            spec, features, offsets, meta["names"], meta["labels"], meta.get("file_scale", 1.0), condition
+        )
 
 
 # -- building it from files ---------------------------------------------------------------------------
@@ -441,16 +463,20 @@ def load_or_make_split(
 
 @dataclass
 class WindowBatch:
-    """Training windows: ``x (B, T, C)`` normalised features, ``mask (B, T)`` of real frames and the
-    index of each window's ``clip`` in its split (to look up its captions)."""
+    """Training windows: ``x (B, T, C)`` normalised features, ``mask (B, T)`` of real frames, the
+    index of each window's ``clip`` in its split (to look up its captions) and, for data with
+    frame-aligned conditions (music), ``cond (B, T, M)``."""
 
     x: Tensor
     mask: Tensor
     clip: Tensor | None = None
+    cond: Tensor | None = None
 
     def select(self, keep: Tensor) -> WindowBatch:
         clip = None if self.clip is None else self.clip[keep.cpu()]
-        return WindowBatch(self.x[keep.to(self.x.device)], self.mask[keep.to(self.x.device)], clip)
+        on = keep.to(self.x.device)
+        cond = None if self.cond is None else self.cond[on]
+        return WindowBatch(self.x[on], self.mask[on], clip, cond)
 
 
 class WindowSampler:
@@ -461,8 +487,11 @@ class WindowSampler:
     normalised units) and masked.
     """
 
-    def __init__(self, features: Tensor, offsets: np.ndarray, window: int) -> None:
+    def __init__(
+        self, features: Tensor, offsets: np.ndarray, window: int, condition: Tensor | None = None
+    ) -> None:
         self.features = features
+        self.condition = condition
         self.window = window
         self.starts = torch.as_tensor(offsets[:-1], dtype=torch.int64)
         self.lengths = torch.as_tensor(np.diff(offsets), dtype=torch.int64)
@@ -496,7 +525,8 @@ class WindowSampler:
         )
         mask = mask.to(self.features.device)
         x = self.features[index] * mask[..., None]
-        return WindowBatch(x, mask, clip.cpu())
+        cond = None if self.condition is None else self.condition[index]
+        return WindowBatch(x, mask, clip.cpu(), cond)
 
 
 # -- the data set ---------------------------------------------------------------------------------------
@@ -524,7 +554,27 @@ class MotionDataset:
         if part.num_clips == 0:
             raise MofusionError(f"the {name} split is empty; use more clips or other split fractions")
         features = torch.from_numpy(part.features).float().to(self.normalizer.mean.device)
-        return WindowSampler(self.normalizer.normalize(features).to(device), part.offsets, window)
+        condition = None if part.condition is None else torch.from_numpy(part.condition).float().to(device)
+        return WindowSampler(self.normalizer.normalize(features).to(device), part.offsets, window, condition)
+
+
+def build_music_collection(
+    cfg: DataConfig,
+    music: AudioFeatureConfig | None = None,
+    cache: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[ClipCollection, dict[str, list[str]], Path]:
+    """A dance data set with songs (dance-with-melody or AIST++), its split and the split's file;
+    each clip's labels name its song (``audio``) and where in it the clip starts
+    (``music_start_seconds``); with ``music``, every frame carries the song's features."""
+    from .aistpp import build_aistpp_collection, is_aistpp
+    from .dance_melody import build_dance_collection, is_dance_with_melody
+
+    if is_aistpp(cfg.path):
+        return build_aistpp_collection(cfg, music, cache)
+    if is_dance_with_melody(cfg.path):
+        return build_dance_collection(cfg, music, cache, progress)
+    raise InputError(cfg.path, "neither dance-with-melody nor an AIST++ folder (motions/*.pkl)")
 
 
 def load_dataset(
@@ -532,15 +582,18 @@ def load_dataset(
     cache: str | Path | None = None,
     normalizer: Normalizer | None = None,
     progress: bool = True,
+    music: AudioFeatureConfig | None = None,
 ) -> MotionDataset:
     """Build (or load from cache) the data set described by ``cfg``.
 
     ``normalizer`` is reused when given (fine-tuning, resuming); otherwise it is fitted on the
-    training split.
+    training split. ``music``: give dance data the song's features of every frame.
     """
     if not cfg.path:
         raise MofusionError("no data path: pass --data PATH")
     from ..presets import HUMANML3D_FPS
+    from .aistpp import is_aistpp
+    from .dance_melody import is_dance_with_melody
     from .humanml3d import is_humanml3d, load_humanml3d_splits
 
     split_path: Path | None
@@ -549,6 +602,8 @@ def load_dataset(
             raise InputError(cfg.path, f"HumanML3D is at {HUMANML3D_FPS:g} fps; data.fps is {cfg.fps}")
         collection, split = load_humanml3d_splits(cfg.path)
         split_path = None
+    elif is_dance_with_melody(cfg.path) or is_aistpp(cfg.path):
+        collection, split, split_path = build_music_collection(cfg, music, cache, progress)
     else:
         collection = build_collection(cfg, cache, progress)
         split, split_path = load_or_make_split(collection, cfg, cache)

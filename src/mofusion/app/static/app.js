@@ -243,6 +243,8 @@ $('dance').addEventListener('click', () => {
   if (!file) { showError('choose a music file first'); return; }
   const form = new FormData();
   form.append('audio', file);
+  form.append('seconds', $('seconds').value || '30');
+  form.append('seed', $('seed').value || '0');
   runJob(() => api('/api/dance', { method: 'POST', body: form }), $('dance'));
 });
 
@@ -253,4 +255,8 @@ api('/api/info').then((info) => {
   $('guidance').value = String(m.guidance);
   $('seconds').max = String(info.limits.max_seconds);
   $('samples').max = String(info.limits.max_samples);
+  if (!info.music) {
+    $('dance').disabled = true;
+    $('dance').title = 'no music model loaded: serve --checkpoint a run of --preset dance';
+  }
 }).catch((err) => showError(`cannot reach the server: ${err.message}`));

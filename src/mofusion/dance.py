@@ -1,0 +1,137 @@
+"""Music to dance: a whole song danced by overlapping windows that in-paint their overlap.
+
+A music model is trained on windows of ``data.window`` frames (5.12 s at 25 fps). A song of any
+length (up to :data:`mofusion.audio.MAX_SECONDS`) is danced window after window, as EDGE does: each
+new window starts ``window - overlap`` frames after the previous one, its first ``overlap`` frames
+are the previous window's last ones, held at every denoising step (``q_sample`` of them replaces
+that part of ``x_t``), so the model continues the dance instead of starting a new one. The features
+are relative to the dancer's own facing frame, so the windows join without any re-alignment.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import AudioFeatureConfig, song_features
+from .errors import MofusionError
+from .pipeline import MotionPipeline
+
+
+@dataclass
+class DanceResult:
+    """One danced song: features ``(T, C)`` and joint positions ``(T, J, 3)`` at ``fps``, and the
+    first frame of every window after the first one's overlap (the seams)."""
+
+    features: torch.Tensor
+    positions: torch.Tensor
+    fps: float
+    seams: list[int] = field(default_factory=list)
+
+
+def music_config(pipe: MotionPipeline) -> AudioFeatureConfig:
+    if pipe.config.condition.kind != "music":
+        raise MofusionError("this checkpoint is not a music model (train one with --preset dance)")
+    return AudioFeatureConfig.of(pipe.config)
+
+
+def song_frames(
+    pipe: MotionPipeline,
+    path: str | Path,
+    start_seconds: float = 0.0,
+    seconds: float | None = None,
+    cache: str | Path | None = None,
+) -> np.ndarray:
+    """The music features ``(L, M)`` of a song file (checked: see :func:`mofusion.audio.read_audio`),
+    from ``start_seconds`` for ``seconds`` (default: to the end)."""
+    cfg = music_config(pipe)
+    frames, _ = song_features(path, cfg, cache)
+    first = int(round(start_seconds * cfg.fps))
+    last = len(frames) if seconds is None else first + int(round(seconds * cfg.fps))
+    if first < 0 or first >= len(frames) or last > len(frames) + 1:
+        raise MofusionError(
+            f"{path}: {start_seconds:g} s + {seconds or 0:g} s lies outside the song "
+            f"({len(frames) / cfg.fps:.1f} s)"
+        )
+    return frames[first : min(last, len(frames))]
+
+
+def window_starts(frames: int, window: int, overlap: int) -> list[int]:
+    """First frame of each window that covers ``frames`` with the given overlap."""
+    stride = window - overlap
+    return [k * stride for k in range(1 + max(0, math.ceil((frames - window) / stride)))]
+
+
+def generate_dance(
+    pipe: MotionPipeline,
+    songs: list[np.ndarray],
+    seed: int | None = 0,
+    overlap: int | None = None,
+    steps: int | None = None,
+    sampler: str | None = None,
+    guidance_scale: float | None = None,
+    progress: bool = False,
+) -> list[DanceResult]:
+    """A dance for each song's music features ``(L_i, M)``, all songs in one batch, window by window.
+
+    ``overlap``: frames each window shares with the previous one (default half a window).
+    """
+    music_config(pipe)
+    window = pipe.config.data.window
+    overlap = window // 2 if overlap is None else overlap
+    if not 0 < overlap < window:
+        raise MofusionError(f"--overlap must be between 1 and {window - 1} frames")
+    if not songs:
+        return []
+    lengths = [len(s) for s in songs]
+    if min(lengths) < 2:
+        raise MofusionError("a song needs at least two frames of music")
+    starts = window_starts(max(lengths), window, overlap)
+    total = starts[-1] + window
+    # each song padded to the longest by repeating its last frame (that part is cut off afterwards)
+    music = torch.from_numpy(
+        np.stack([np.concatenate([s, np.repeat(s[-1:], total - len(s), axis=0)]) for s in songs])
+    ).float()
+    batch, dim = len(songs), pipe.spec.dim
+    features = torch.zeros(batch, total, dim)
+    from tqdm.auto import tqdm
+
+    for k, start in enumerate(tqdm(starts, desc="dancing", unit="window", disable=not progress)):
+        cond = music[:, start : start + window]
+        window_seed = None if seed is None else seed + k
+        if k == 0:
+            out = pipe.generate(
+                batch, window, seed=window_seed, sampler=sampler, steps=steps,
+                guidance_scale=guidance_scale, cond=cond,
+            )  # fmt: skip
+            features[:, :window] = out.features
+            continue
+        known = torch.zeros(batch, window, dim)
+        known[:, :overlap] = features[:, start : start + overlap]
+        mask = torch.zeros(batch, window, dim, dtype=torch.bool)
+        mask[:, :overlap] = True
+        out = pipe.generate(
+            batch, window, seed=window_seed, sampler=sampler, steps=steps, guidance_scale=guidance_scale,
+            cond=cond, known=known, known_mask=mask, method="replace",
+        )  # fmt: skip
+        features[:, start + overlap : start + window] = out.features[:, overlap:]
+    seams = [s + overlap for s in starts[1:]]
+    results = []
+    for i, length in enumerate(lengths):
+        feats = features[i, :length]
+        positions = pipe.positions(feats.to(pipe.device)).cpu()
+        results.append(DanceResult(feats, positions, pipe.fps, [s for s in seams if s < length - 1]))
+    return results
+
+
+def seam_jump(positions: np.ndarray, seams: list[int]) -> tuple[float, float]:
+    """Mean change of joint velocity at the seams and over all frames (metres per frame, averaged
+    over joints): ``|(p[t+1] - p[t]) - (p[t] - p[t-1])|`` at ``t`` = each seam, and at every ``t``."""
+    p = np.asarray(positions, dtype=np.float64)
+    change = np.linalg.norm(p[2:] - 2 * p[1:-1] + p[:-2], axis=-1).mean(-1)  # index t-1 for frame t
+    at = [change[s - 1] for s in seams if 1 <= s < len(p) - 1]
+    return (float(np.mean(at)) if at else float("nan")), float(change.mean())
