@@ -33,6 +33,7 @@ def main() -> int:
     parser.add_argument("--data", required=True)
     parser.add_argument("--seconds", type=float, default=180.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--blend", type=int, default=None, help="cross-faded frames (default: the library's)")
     parser.add_argument("--cache", default=None)
     parser.add_argument("--render", default=None)
     parser.add_argument("--out", default="bench/results/dance-long.json")
@@ -54,7 +55,7 @@ def main() -> int:
     frames = song_frames(pipe, dance.audio, start, seconds, args.cache)
     torch.manual_seed(args.seed)
     began = time.perf_counter()
-    (result,) = generate_dance(pipe, [frames], seed=args.seed, progress=True)
+    (result,) = generate_dance(pipe, [frames], seed=args.seed, progress=True, blend=args.blend)
     wall = time.perf_counter() - began
     positions = result.positions.numpy()
     at_seams, mean_change = seam_jump(positions, result.seams)
@@ -71,6 +72,7 @@ def main() -> int:
         "windows": len(result.seams) + 1,
         "window": pipe.config.data.window,
         "overlap": pipe.config.data.window // 2,
+        "blend": args.blend if args.blend is not None else pipe.config.data.window // 2 // 8,
         "seam_change_m": at_seams,
         "mean_change_m": mean_change,
         "inside_change_m": float(inside.mean()),

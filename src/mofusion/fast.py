@@ -234,9 +234,12 @@ class StepRunner:
         if self.cache is not None:  # the step tables stay; only the prompt's keys and values change
             with torch.no_grad(), self._autocast():
                 fresh = self.model.condition_keys_values(self.cond)  # type: ignore[operator]
+                bias = self.model.condition_bias(self.cond, self.cond_mask)  # type: ignore[operator]
             for (k, v), (k_new, v_new) in zip(self.cache.kv, fresh, strict=True):
                 k.copy_(k_new)
                 v.copy_(v_new)
+            if self.cache.cond_bias is not None and bias is not None:
+                self.cache.cond_bias.copy_(bias)
 
     @torch.no_grad()
     def run(

@@ -209,8 +209,10 @@ def build_aistpp_collection(
         np.concatenate(features),
         np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
         [c.name for c in clips],
-        [{"genre": c.name[1:3], "subset": "aist++", "audio": str(c.music), "music_start_seconds": "0"}
-         for c in clips],  # fmt: skip
+        [
+            {"genre": c.name[1:3], "subset": "aist++", "audio": str(c.music), "music_start_seconds": "0"}
+            for c in clips
+        ],  # fmt: skip
         1.0,
         condition=np.concatenate(conditions) if music is not None else None,
     )
