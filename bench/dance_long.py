@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from mofusion.audio import read_audio
-from mofusion.dance import generate_dance, seam_jump, song_frames
+from mofusion.dance import generate_dance, seam_jump, song_frames, window_starts
 from mofusion.data.dance_melody import load_dance_with_melody, model_positions, write_dance_split
 from mofusion.pipeline import MotionPipeline
 
@@ -69,7 +69,8 @@ def main() -> int:
         "song_start_seconds": start,
         "seconds": len(positions) / pipe.fps,
         "frames": len(positions),
-        "windows": len(result.seams) + 1,
+        "windows": len(window_starts(len(positions), pipe.config.data.window, pipe.config.data.window // 2)),
+        "seams": len(result.seams),
         "window": pipe.config.data.window,
         "overlap": pipe.config.data.window // 2,
         "blend": args.blend if args.blend is not None else pipe.config.data.window // 2 // 8,

@@ -49,8 +49,8 @@ def main(out: Path, music_checkpoint: Path | None = None, song: Path | None = No
     )
     find = lambda i: driver.find_element(By.ID, i)  # noqa: E731
 
-    def wait_done() -> None:
-        while "done" not in find("status-text").text and not find("error").is_displayed():
+    def wait_done(kind: str = "") -> None:
+        while f"{kind} done" not in find("status-text").text and not find("error").is_displayed():
             time.sleep(0.1)
 
     try:
@@ -91,7 +91,7 @@ def main(out: Path, music_checkpoint: Path | None = None, song: Path | None = No
         driver.execute_script("document.getElementById('dance').scrollIntoView()")
         find("dance").click()
         if music_checkpoint is not None:
-            wait_done()
+            wait_done("dance")
             find("play").click()
             time.sleep(4.0)
         else:

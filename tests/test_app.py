@@ -147,9 +147,9 @@ def test_dance_to_an_uploaded_song(pipelines: dict[str, Any], tiny_music_model: 
     import soundfile
 
     from mofusion.app.server import MAX_AUDIO_BYTES
-    from mofusion.pipeline import MotionPipeline
 
-    both = {**pipelines, "music": MotionPipeline.from_checkpoint(tiny_music_model, "cpu")}
+    both = load_pipelines([Path("packaged"), tiny_music_model], "cpu")
+    assert list(both) == ["packaged text model", "tiny-music"]
     client = TestClient(create_app(both))
     assert client.get("/api/info").json()["music"] is True
     buffer = io.BytesIO()

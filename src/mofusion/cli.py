@@ -503,7 +503,11 @@ def edit_command(
 def serve_command(
     checkpoint: Annotated[
         list[Path] | None,
-        typer.Option("--checkpoint", "-c", help="Model(s) to serve (default: the packaged text model)."),
+        typer.Option(
+            "--checkpoint",
+            "-c",
+            help="Model(s) to serve (default: the packaged text model; 'packaged' names it beside others).",
+        ),
     ] = None,
     host: Annotated[str, typer.Option(help="Address to bind (127.0.0.1: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 7860,

@@ -401,12 +401,14 @@ def _attachment(name: str) -> dict[str, str]:
 def load_pipelines(
     checkpoints: list[Path] | None, device: str = "auto", acceleration: str = "auto"
 ) -> dict[str, MotionPipeline]:
-    """``{name: pipeline}`` for the given checkpoints (default: the packaged text model)."""
+    """``{name: pipeline}`` for the given checkpoints (default: the packaged text model, which
+    ``packaged`` also names, e.g. beside a music model)."""
     from ..checkpoint import default_checkpoint
 
-    paths = list(checkpoints or [default_checkpoint()])
     out: dict[str, MotionPipeline] = {}
-    for path in paths:
-        name = "packaged text model" if not checkpoints else Path(path).name
-        out[name] = MotionPipeline.from_checkpoint(path, device, acceleration)
+    for path in checkpoints or [Path("packaged")]:
+        packaged = str(path) == "packaged"
+        name = "packaged text model" if packaged else Path(path).name
+        source = default_checkpoint() if packaged else path
+        out[name] = MotionPipeline.from_checkpoint(source, device, acceleration)
     return out
