@@ -266,3 +266,31 @@ def test_long_song_windows_hold_and_cross_fade(tiny_music_model: Path) -> None:
     assert torch.isfinite(faded.features).all()
     with pytest.raises(MofusionError, match="blend"):
         generate_dance(pipe, [song], steps=2, blend=16)
+
+
+def test_a_music_pack_trains_without_the_songs(
+    small_dances: Path, session_cache: Path, tmp_path: Path
+) -> None:
+    """`data pack` of dance data: float16 features with their music and the split by dance, enough to
+    train where neither the songs nor an audio library are."""
+    from mofusion.cli import main
+
+    pack = tmp_path / "dances.npz"
+    assert (
+        main(["data", "pack", "--data", str(small_dances), "--out", str(pack), "--cache", str(session_cache)])
+        == 0
+    )
+    with np.load(pack) as data:
+        assert data["features"].dtype == np.float16 and data["condition"].shape[1] == 65
+        meta = json.loads(str(data["meta"]))
+    assert meta["music"]["fps"] == 25.0 and "DANCE_C_2" in meta["split"]["test"]
+    out = tmp_path / "run"
+    code = main(["train", "--preset", "tiny", "--data", str(pack), "--out", str(out), "--cache", str(tmp_path / "c"),
+                 "--max-steps", "2", "-q", "--set", "condition.kind=music", "--set", "data.fps=25.0"])  # fmt: skip
+    assert code == 0
+    assert json.loads((out / "split.json").read_text())["train"] == meta["split"]["train"]
+    # a model that wants other music features is refused, naming the pack
+    code = main(["train", "--preset", "tiny", "--data", str(pack), "--out", str(tmp_path / "r2"), "-q",
+                 "--cache", str(tmp_path / "c"), "--set", "condition.kind=music", "--set", "data.fps=25.0",
+                 "--set", "condition.music_mels=32"])  # fmt: skip
+    assert code == 2

@@ -667,20 +667,44 @@ def data_pack(
     data: Annotated[str, typer.Option("--data", help="Data folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .npz.")],
     subset: Annotated[list[str] | None, typer.Option("--subset")] = None,
-    fps: Annotated[float, typer.Option()] = 20.0,
+    fps: Annotated[
+        float | None, typer.Option(help="Frame rate (default 20; 25 for music data, as the dance presets).")
+    ] = None,
     every: Annotated[
         int, typer.Option(help="Keep every N-th clip (a small sample, e.g. for a throughput benchmark).")
     ] = 1,
     cache: Annotated[Path | None, typer.Option()] = None,
 ) -> None:
-    """Write the resampled motions as a compact .npz that --data accepts (to carry to a GPU machine)."""
+    """Write the resampled motions as a compact .npz that --data accepts (to carry to a GPU machine).
+
+    Music data (dance-with-melody, AIST++) is packed as float16 features with each frame's music
+    features and the data set's split, so the machine that trains needs neither the songs nor an
+    audio library."""
     from .config import DataConfig
+    from .data.aistpp import is_aistpp
+    from .data.dance_melody import is_dance_with_melody
     from .data.dataset import write_motion_pack
 
     if every < 1:
         raise MofusionError(f"--every must be at least 1, got {every}")
-    config = DataConfig(path=data, subsets=list(subset or []), fps=fps)
-    collection = write_motion_pack(config, out, cache, every=every)
+    if is_dance_with_melody(data) or is_aistpp(data):
+        import dataclasses
+
+        import numpy as np
+
+        from .audio import AudioFeatureConfig
+        from .config import ConditionConfig
+        from .data.dataset import build_music_collection
+
+        config = DataConfig(path=data, fps=fps or 25.0)
+        defaults = ConditionConfig()
+        music = AudioFeatureConfig(fps=config.fps, n_mels=defaults.music_mels, onset=defaults.music_onset)
+        collection, split, _ = build_music_collection(config, music, cache)
+        collection.split, collection.music = split, dataclasses.asdict(music)
+        collection.save(out, dtype=np.float16)
+    else:
+        config = DataConfig(path=data, subsets=list(subset or []), fps=fps or 20.0)
+        collection = write_motion_pack(config, out, cache, every=every)
     typer.echo(f"{out} ({out.stat().st_size / 2**20:.1f} MiB, {collection.num_clips} clips)")
 
 

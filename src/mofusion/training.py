@@ -448,6 +448,8 @@ class Trainer:
             atomic_write_json(self.run_dir / "config.json", self.config.to_dict())
             if self.dataset.split_path is not None:
                 shutil.copyfile(self.dataset.split_path, self.run_dir / "split.json")
+            else:  # a split that came with the data (HumanML3D's files, a music pack)
+                atomic_write_json(self.run_dir / "split.json", self.dataset.split)
             if self.step == 0 and log_path.exists():
                 log_path.unlink()
         if self.device.type == "cuda":

@@ -18,7 +18,7 @@ import multiprocessing
 import os
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +69,10 @@ class ClipCollection:
     labels: list[dict[str, str]]
     file_scale: float = 1.0
     condition: np.ndarray | None = None
+    split: dict[str, list[str]] | None = None
+    """The data set's own split, carried by a music pack (dance data keep their split by dance)."""
+    music: dict[str, Any] | None = None
+    """How ``condition`` was computed (an AudioFeatureConfig as a dict), carried by a music pack."""
 
     @property
     def num_clips(self) -> int:
@@ -103,20 +107,23 @@ class ClipCollection:
             condition,
         )
 
-    def save(self, path: str | Path) -> None:
-        """Write an .npz atomically."""
+    def save(self, path: str | Path, dtype: Any = None) -> None:
+        """Write an .npz atomically (``dtype``: e.g. float16 for a pack half the size)."""
         meta = {
             "spec": self.spec.to_dict(),
             "names": self.names,
             "labels": self.labels,
             "file_scale": self.file_scale,
             "version": CACHE_VERSION,
+            **({"split": self.split} if self.split is not None else {}),
+            **({"music": self.music} if self.music is not None else {}),
         }
+        features = self.features if dtype is None else self.features.astype(dtype)
         extra = {} if self.condition is None else {"condition": self.condition}
+        if dtype is not None and self.condition is not None:
+            extra = {"condition": self.condition.astype(dtype)}
         with atomic_path(path) as tmp:
-            np.savez(
-                tmp, features=self.features, offsets=self.offsets, meta=np.array(json.dumps(meta)), **extra
-            )
+            np.savez(tmp, features=features, offsets=self.offsets, meta=np.array(json.dumps(meta)), **extra)
 
     @classmethod
     def load(cls, path: str | Path) -> ClipCollection:
@@ -132,7 +139,15 @@ class ClipCollection:
             raise InputError(path, f"feature cache version {meta.get('version')} (expected {CACHE_VERSION})")
         spec = FeatureSpec.from_dict(meta["spec"])
         return cls(
-            spec, features, offsets, meta["names"], meta["labels"], meta.get("file_scale", 1.0), condition
+            spec,
+            features,
+            offsets,
+            meta["names"],
+            meta["labels"],
+            meta.get("file_scale", 1.0),
+            condition,
+            meta.get("split"),
+            meta.get("music"),
         )
 
 
@@ -606,7 +621,15 @@ def load_dataset(
         collection, split, split_path = build_music_collection(cfg, music, cache, progress)
     else:
         collection = build_collection(cfg, cache, progress)
-        split, split_path = load_or_make_split(collection, cfg, cache)
+        if collection.split is not None:  # a music pack keeps its data set's split
+            split, split_path = collection.split, None
+            split.setdefault("val", [])
+        else:
+            split, split_path = load_or_make_split(collection, cfg, cache)
+        if music is not None and collection.music is not None and collection.music != asdict(music):
+            raise InputError(
+                cfg.path, f"music features computed as {collection.music}, the model asks for {asdict(music)}"
+            )
     if normalizer is None:
         train = collection.select([i for i, n in enumerate(collection.names) if n in set(split["train"])])
         if train.num_clips == 0:
