@@ -294,3 +294,22 @@ def test_a_music_pack_trains_without_the_songs(
                  "--cache", str(tmp_path / "c"), "--set", "condition.kind=music", "--set", "data.fps=25.0",
                  "--set", "condition.music_mels=32"])  # fmt: skip
     assert code == 2
+
+
+def test_evaluate_dance_table_on_real_dances(tiny_music_model: Path, small_dances: Path, session_cache: Path,
+                                             tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    from mofusion.cli import main
+
+    out = tmp_path / "table.json"
+    code = main(["evaluate", "dance", "-c", str(tiny_music_model), "--label", "tiny", "--data", str(small_dances),
+                 "--cache", str(session_cache), "--segment-seconds", "10", "--steps", "2", "--max-dances", "1",
+                 "-q", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    table = json.loads(out.read_text())
+    names = [r["name"] for r in table["rows"]]
+    assert names == ["real test dances", "tiny", "real training segments, test music"]
+    real, tiny, baseline = table["rows"]
+    assert real["fid_k"] == 0 and real["segments"] == tiny["segments"] == baseline["segments"] >= 3
+    assert all(np.isfinite([r["fid_k"], r["fid_g"], r["div_k"], r["bas"]]).all() for r in (tiny, baseline))
+    assert tiny["fid_k"] > 0 and 0 <= tiny["bas"] <= 1 and 0.5 < tiny["seam_jump_over_mean_change"] < 5
+    assert "FID_k" in capsys.readouterr().out

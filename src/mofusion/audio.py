@@ -175,6 +175,17 @@ def audio_features(
     return torch.cat(parts, dim=1).float()
 
 
+def song_stretch(song: np.ndarray, first: int, count: int, path: str | Path, fps: float) -> np.ndarray:
+    """``count`` rows of a song's features from row ``first``, for the frames of a dance: a song that
+    ends within a second of its dance holds its last frame; one that ends earlier is an error."""
+    from .motion import fit_length
+
+    last = first + count - 1
+    if last >= len(song) + fps:  # more than a second past the song's end
+        raise InputError(path, f"the song ends before the dance ({len(song)} < {last} frames)")
+    return fit_length(song[first:] if first < len(song) else song[-1:], count).astype(np.float32)
+
+
 def song_features(
     path: str | Path, cfg: AudioFeatureConfig, cache: str | Path | None = None
 ) -> tuple[np.ndarray, np.ndarray]:

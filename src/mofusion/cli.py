@@ -10,7 +10,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -192,71 +192,92 @@ def generate(
     With --music and a music model (mofusion train --preset dance), a dance to the song, as long as
     the song (window after window); --render then writes the song under the video.
     """
-    if music is not None:
-        _generate_dance(
-            out, music, checkpoint, music_start, seconds, num_samples, seed, sampler, steps, guidance,
-            render, bvh_fps, no_ik, device, acceleration, quiet, text,
-        )  # fmt: skip
-        return
-    seconds = 6.0 if seconds is None else seconds
-    from .checkpoint import default_checkpoint
-    from .encoders import check_text
     from .export import MOTION_SUFFIXES, check_output, save_bvh, save_positions
-    from .pipeline import MotionPipeline, check_seconds
     from .render import VIDEO_SUFFIXES
 
     out = check_output(out, MOTION_SUFFIXES)
     if render is not None:
         render = check_output(render, VIDEO_SUFFIXES)
-    if not 1 <= num_samples <= 1000:
-        raise MofusionError(f"--num-samples must be between 1 and 1000, got {num_samples}")
     if bvh_fps is not None and not 1 <= bvh_fps <= 240:
         raise MofusionError(f"--bvh-fps must be between 1 and 240, got {bvh_fps}")
     if guidance is not None and not 0 <= guidance <= 20:
         raise MofusionError(f"--guidance must be between 0 and 20, got {guidance}")
-    check_seconds(seconds)
-    if text is not None:
-        text = check_text(text)
-    pipe = MotionPipeline.from_checkpoint(checkpoint or default_checkpoint(), device, acceleration)
-    frames = pipe.frames_for(seconds)
-    cond = cond_mask = None
-    if text is not None:
-        cond, cond_mask = pipe.text_condition([text], repeat=num_samples)
-    result = pipe.generate(
-        num_samples,
-        frames,
-        seed=seed,
-        sampler=sampler,
-        steps=steps,
-        eta=eta,
-        guidance_scale=guidance,
-        cond=cond,
-        cond_mask=cond_mask,
-        progress=not quiet,
-    )
-    meta = {"checkpoint": str(checkpoint or "packaged"), "seed": seed, "seconds": seconds, "text": text}
-    if out.suffix.lower() == ".bvh":
-        motions = pipe.to_motions(result.features, ik=not no_ik)
-        written = save_bvh(out, motions, pipe.file_scale, bvh_fps)
+    if music is not None:
+        pipe, features, positions, meta = _dance_to(
+            music, checkpoint, music_start, seconds, num_samples, seed, sampler, steps, guidance,
+            device, acceleration, quiet, text,
+        )  # fmt: skip
+        titles: list[str] | None = [f"{music.name} seed {seed} #{i}" for i in range(num_samples)]
     else:
-        written = save_positions(out, result.positions.numpy(), pipe.spec.skeleton, pipe.fps, meta)
+        pipe, features, positions, meta = _text_to_motion(
+            text, checkpoint, seconds, num_samples, seed, sampler, steps, eta, guidance, device,
+            acceleration, quiet,
+        )  # fmt: skip
+        label = f'"{text[:40]}" ' if text else ""
+        titles = [f"{label}seed {seed} #{i}" for i in range(num_samples)] if num_samples > 1 or text else None
+    if out.suffix.lower() == ".bvh":
+        written = save_bvh(out, pipe.to_motions(features, ik=not no_ik), pipe.file_scale, bvh_fps)
+    else:
+        written = save_positions(out, positions, pipe.spec.skeleton, pipe.fps, meta)
     if render is not None:
         from .render import render_video
 
         skeleton = pipe.spec.skeleton
-        label = f'"{text[:40]}" ' if text else ""
-        titles = [f"{label}seed {seed} #{i}" for i in range(num_samples)] if num_samples > 1 or text else None
         written.append(
             render_video(
-                render, list(result.positions.numpy()), skeleton.parents, pipe.fps, skeleton.names, titles
-            )
+                render,
+                list(positions),
+                skeleton.parents,
+                pipe.fps,
+                skeleton.names,
+                titles,
+                audio=music,
+                audio_start=music_start,
+            )  # fmt: skip
         )
     for path in written:
         typer.echo(str(path))
 
 
-def _generate_dance(
-    out: Path,
+def _text_to_motion(
+    text: str | None,
+    checkpoint: Path | None,
+    seconds: float | None,
+    num_samples: int,
+    seed: int,
+    sampler: str | None,
+    steps: int | None,
+    eta: float | None,
+    guidance: float | None,
+    device: str,
+    acceleration: str,
+    quiet: bool,
+) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """``generate`` without --music: motions (for a prompt with a text model), as features, joint
+    positions and the sidecar's metadata."""
+    from .checkpoint import default_checkpoint
+    from .encoders import check_text
+    from .pipeline import MotionPipeline, check_seconds
+
+    seconds = 6.0 if seconds is None else seconds
+    if not 1 <= num_samples <= 1000:
+        raise MofusionError(f"--num-samples must be between 1 and 1000, got {num_samples}")
+    check_seconds(seconds)
+    if text is not None:
+        text = check_text(text)
+    pipe = MotionPipeline.from_checkpoint(checkpoint or default_checkpoint(), device, acceleration)
+    cond = cond_mask = None
+    if text is not None:
+        cond, cond_mask = pipe.text_condition([text], repeat=num_samples)
+    result = pipe.generate(
+        num_samples, pipe.frames_for(seconds), seed=seed, sampler=sampler, steps=steps, eta=eta,
+        guidance_scale=guidance, cond=cond, cond_mask=cond_mask, progress=not quiet,
+    )  # fmt: skip
+    meta = {"checkpoint": str(checkpoint or "packaged"), "seed": seed, "seconds": seconds, "text": text}
+    return pipe, result.features, result.positions.numpy(), meta
+
+
+def _dance_to(
     music: Path,
     checkpoint: Path | None,
     music_start: float,
@@ -266,25 +287,21 @@ def _generate_dance(
     sampler: str | None,
     steps: int | None,
     guidance: float | None,
-    render: Path | None,
-    bvh_fps: float | None,
-    no_ik: bool,
     device: str,
     acceleration: str,
     quiet: bool,
     text: str | None,
-) -> None:
-    """``generate --music``: every check before the model runs, nothing written on an error."""
+) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """``generate --music``: dances to the song (every check before the model runs), as features,
+    joint positions and the sidecar's metadata."""
     import math
 
-    from .dance import generate_dance, song_frames
-    from .export import MOTION_SUFFIXES, check_output, save_bvh, save_positions
-    from .pipeline import MotionPipeline
-    from .render import VIDEO_SUFFIXES
+    import numpy as np
+    import torch
 
-    out = check_output(out, MOTION_SUFFIXES)
-    if render is not None:
-        render = check_output(render, VIDEO_SUFFIXES)
+    from .dance import generate_dance, song_frames
+    from .pipeline import MotionPipeline
+
     if text is not None:
         raise MofusionError("--text and --music do not go together: a music model dances to the song")
     if checkpoint is None:
@@ -298,47 +315,15 @@ def _generate_dance(
         raise MofusionError(f"--music-start must be >= 0 seconds, got {music_start}")
     if seconds is not None and (not math.isfinite(seconds) or not 1 <= seconds <= 600):
         raise MofusionError(f"--seconds must be between 1 and 600 for a dance, got {seconds}")
-    if guidance is not None and not 0 <= guidance <= 20:
-        raise MofusionError(f"--guidance must be between 0 and 20, got {guidance}")
-    if bvh_fps is not None and not 1 <= bvh_fps <= 240:
-        raise MofusionError(f"--bvh-fps must be between 1 and 240, got {bvh_fps}")
     pipe = MotionPipeline.from_checkpoint(checkpoint, device, acceleration)
     frames = song_frames(pipe, music, music_start, seconds)
     results = generate_dance(
         pipe, [frames] * num_samples, seed=seed, steps=steps, sampler=sampler, guidance_scale=guidance,
         progress=not quiet,
     )  # fmt: skip
-    features = [r.features for r in results]
-    positions = [r.positions.numpy() for r in results]
-    if out.suffix.lower() == ".bvh":
-        import torch
-
-        motions = pipe.to_motions(torch.stack(features), ik=not no_ik)
-        written = save_bvh(out, motions, pipe.file_scale, bvh_fps)
-    else:
-        import numpy as np
-
-        meta = {"checkpoint": str(checkpoint), "seed": seed, "music": str(music), "music_start": music_start}
-        written = save_positions(out, np.stack(positions), pipe.spec.skeleton, pipe.fps, meta)
-    if render is not None:
-        from .render import render_video
-
-        skeleton = pipe.spec.skeleton
-        titles = [f"{music.name} seed {seed} #{i}" for i in range(num_samples)]
-        written.append(
-            render_video(
-                render,
-                positions,
-                skeleton.parents,
-                pipe.fps,
-                skeleton.names,
-                titles,
-                audio=music,
-                audio_start=music_start,
-            )  # fmt: skip
-        )
-    for path in written:
-        typer.echo(str(path))
+    meta = {"checkpoint": str(checkpoint), "seed": seed, "music": str(music), "music_start": music_start}
+    features = torch.stack([r.features for r in results])
+    return pipe, features, np.stack([r.positions.numpy() for r in results]), meta
 
 
 # -- editing ---------------------------------------------------------------------------------------
@@ -681,13 +666,11 @@ def data_pack(
     features and the data set's split, so the machine that trains needs neither the songs nor an
     audio library."""
     from .config import DataConfig
-    from .data.aistpp import is_aistpp
-    from .data.dance_melody import is_dance_with_melody
-    from .data.dataset import write_motion_pack
+    from .data.dataset import is_music_data, write_motion_pack
 
     if every < 1:
         raise MofusionError(f"--every must be at least 1, got {every}")
-    if is_dance_with_melody(data) or is_aistpp(data):
+    if is_music_data(data):
         import dataclasses
 
         import numpy as np

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .audio import AudioFeatureConfig, song_features
 from .errors import MofusionError
+from .motion import fit_length
 from .pipeline import MotionPipeline
 
 
@@ -104,13 +106,9 @@ def generate_dance(
     starts = window_starts(max(lengths), window, overlap)
     total = starts[-1] + window
     # each song padded to the longest by repeating its last frame (that part is cut off afterwards)
-    music = torch.from_numpy(
-        np.stack([np.concatenate([s, np.repeat(s[-1:], total - len(s), axis=0)]) for s in songs])
-    ).float()
+    music = torch.from_numpy(np.stack([fit_length(s, total) for s in songs])).float()
     batch, dim = len(songs), pipe.spec.dim
     features = torch.zeros(batch, total, dim)
-    from tqdm.auto import tqdm
-
     for k, start in enumerate(tqdm(starts, desc="dancing", unit="window", disable=not progress)):
         cond = music[:, start : start + window]
         window_seed = None if seed is None else seed + k

@@ -45,6 +45,7 @@ from .metrics.dance import (
 )
 from .metrics.kinematic import foot_skating_ratio, mean_ci, planted_toe_height
 from .metrics.text import fid
+from .motion import fit_length
 from .pipeline import MotionPipeline
 from .representation import MotionRepresentation
 
@@ -140,10 +141,7 @@ def dance_table(
         for dance in test:
             label = collection.labels[index[dance]]
             frames = song_frames(pipe, label["audio"], float(label["music_start_seconds"]), None, cache)
-            short = len(real[dance]) - len(frames)  # a song that ends a little before its dance
-            if short > 0:
-                frames = np.concatenate([frames, np.repeat(frames[-1:], short, axis=0)])
-            songs.append(frames[: len(real[dance])])
+            songs.append(fit_length(frames, len(real[dance])))  # a song may end a little before its dance
         results = generate_dance(
             pipe, songs, seed=seed, steps=steps, overlap=overlap, guidance_scale=guidance, progress=progress
         )
@@ -155,7 +153,7 @@ def dance_table(
         rows.append(_row(name, segments, beats, fps, body, feet, ground))
     # baseline: random real training segments under the test music
     rng = np.random.default_rng(seed)
-    pool = [(n, s) for n in train for s in _segments(len(positions_of(n)), size)]
+    pool = [(n, s) for n in train for s in _segments(int(collection.lengths[index[n]]), size)]
     picks = rng.choice(len(pool), len(keys), replace=len(pool) < len(keys))
     train_positions = {n: positions_of(n) for n in {pool[p][0] for p in picks}}
     baseline = [train_positions[pool[p][0]][pool[p][1] : pool[p][1] + size] for p in picks]

@@ -227,6 +227,14 @@ class Motion:
         return Motion(skeleton, self.rotations, self.root_positions * ratio, self.fps)
 
 
+def fit_length(values: np.ndarray, count: int) -> np.ndarray:
+    """The first ``count`` rows of ``values``, the last row repeated when there are fewer: a per-frame
+    sequence brought to a given length by holding its end."""
+    if len(values) >= count:
+        return values[:count].copy()
+    return np.concatenate([values, np.repeat(values[-1:], count - len(values), axis=0)])
+
+
 def resample_positions(positions: np.ndarray, fps: float, new_fps: float) -> np.ndarray:
     """Joint positions ``(T, ..., 3)`` linearly resampled to ``new_fps``, same start time, up to the
     last whole frame of the new rate within the clip."""

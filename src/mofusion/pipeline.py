@@ -291,23 +291,18 @@ class MotionPipeline:
         """:meth:`to_motion` for a batch ``(B, T, C)``, with one IK fit for the whole batch
         (``pinned``: frames whose positions are known, see :meth:`positions`)."""
         feats = features.detach().double().cpu()
+        skeleton = self.spec.skeleton
+        targets = self.positions(feats, pinned) if ik or self.spec.rotation_source != "local" else None
         if self.spec.rotation_source != "local":
             # positions-only data (e.g. dance keypoints): rotations solved from the positions
-            targets = self.positions(feats, pinned)
-            skeleton = skeleton_from_positions(self.spec.skeleton, self.representation.local_positions(feats))
+            skeleton = skeleton_from_positions(skeleton, self.representation.local_positions(feats))
             rotations, root = rotations_from_positions(skeleton, targets)
-            if ik:
-                rotations, root = fit_rotations(skeleton, rotations, root, targets, iterations=iterations)
-            quats = matrix_to_quat(rotations).numpy()
-            return [Motion(skeleton, q, r, self.fps) for q, r in zip(quats, root.numpy(), strict=True)]
-        rotations, root = self.representation.decode_rotations(feats)
+        else:
+            rotations, root = self.representation.decode_rotations(feats)
         if ik:
-            targets = self.positions(feats, pinned)
-            rotations, root = fit_rotations(
-                self.spec.skeleton, rotations, root, targets, iterations=iterations
-            )
+            rotations, root = fit_rotations(skeleton, rotations, root, targets, iterations=iterations)
         quats = matrix_to_quat(rotations).numpy()
-        return [Motion(self.spec.skeleton, q, r, self.fps) for q, r in zip(quats, root.numpy(), strict=True)]
+        return [Motion(skeleton, q, r, self.fps) for q, r in zip(quats, root.numpy(), strict=True)]
 
     def to_motion(self, features: Tensor, ik: bool = True, iterations: int = 100) -> Motion:
         """A BVH-ready :class:`Motion` from one sample's features ``(T, C)``.

@@ -15,6 +15,9 @@ from .skeleton import Skeleton
 
 # -- HumanML3D / SMPL 22 -------------------------------------------------------------------------
 
+FACE_JOINTS = ("right_hip", "left_hip", "right_shoulder", "left_shoulder")
+"""The facing joints (right hip, left hip, right shoulder, left shoulder) of the skeletons whose joint
+names spell the sides out: SMPL's (HumanML3D, AIST++) and the dance-with-melody keypoints'."""
 SMPL22_NAMES = (
     "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2", "left_ankle",
     "right_ankle", "spine3", "left_foot", "right_foot", "neck", "left_collar", "right_collar", "head",
@@ -60,7 +63,7 @@ def smpl22_humanml3d_spec() -> FeatureSpec:
     return FeatureSpec(
         skeleton=smpl22_skeleton(),
         fps=HUMANML3D_FPS,
-        face_joints=("right_hip", "left_hip", "right_shoulder", "left_shoulder"),
+        face_joints=FACE_JOINTS,
         left_foot=("left_ankle", "left_foot"),
         right_foot=("right_ankle", "right_foot"),
         contact_speed=HUMANML3D_CONTACT_SPEED,
@@ -181,7 +184,7 @@ def dwm_spec(
     return FeatureSpec(
         skeleton=skeleton,
         fps=fps,
-        face_joints=("right_hip", "left_hip", "right_shoulder", "left_shoulder"),
+        face_joints=FACE_JOINTS,
         left_foot=("left_heel", "left_toe"),
         right_foot=("right_heel", "right_toe"),
         contact_speed=contact_speed,

@@ -16,7 +16,7 @@ import numpy as np
 from .bvh import BvhData, read_bvh
 from .editing import EditMethod, EditRequest, parse_joints
 from .errors import InputError, MofusionError
-from .motion import Motion, resample_positions
+from .motion import Motion, fit_length, resample_positions
 from .pipeline import MotionPipeline
 
 MIN_INPUT_FRAMES = 2
@@ -167,8 +167,8 @@ def run_edit(
     kept = np.zeros(total_input_frames, dtype=bool)
     kept[: clip.num_frames] = keep_frames
     resampled = out.resample(clip.fps)
-    rotations = _fit_length(resampled.rotations, total_input_frames)
-    root = _fit_length(resampled.root_positions, total_input_frames)
+    rotations = fit_length(resampled.rotations, total_input_frames)
+    root = fit_length(resampled.root_positions, total_input_frames)
     if clip.motion is None:  # positions only: kept frames keep their positions, rotations are the model's
         final = Motion(out.skeleton, rotations, root, clip.fps)
         positions_out = final.positions()
@@ -184,9 +184,3 @@ def run_edit(
         root[: clip.num_frames] = clip.motion.root_positions
     final = Motion(out.skeleton, rotations, root, clip.fps)
     return TaskResult(final, final.positions(), clip.fps, kept)
-
-
-def _fit_length(values: np.ndarray, count: int) -> np.ndarray:
-    if len(values) >= count:
-        return values[:count].copy()
-    return np.concatenate([values, np.repeat(values[-1:], count - len(values), axis=0)])

@@ -335,9 +335,9 @@ class Trainer:
         condition = drop = None
         if self.train_captions is not None and batch.clip is not None:
             condition = self.train_captions.condition(self.train_captions.draw(batch.clip, generator))
-            drop = (torch.rand(total, generator=generator) < cfg.cond_drop_prob).to(self.device)
         elif self.config.condition.kind == "music" and batch.cond is not None:
             condition = (batch.cond, None)  # type: ignore[assignment]
+        if condition is not None:  # classifier-free guidance: some windows see the null condition
             drop = (torch.rand(total, generator=generator) < cfg.cond_drop_prob).to(self.device)
         terms, t = self._losses(
             batch.x,

@@ -151,12 +151,13 @@ def is_aistpp(path: str | Path) -> bool:
 
 def aistpp_spec(fps: float, contact_speed: float) -> FeatureSpec:
     """Features of AIST++ motions: the SMPL tree's own rotations, SMPL's hips and shoulders to face."""
+    from ..presets import FACE_JOINTS
     from ..representation import FeatureSpec
 
     return FeatureSpec(
         skeleton=smpl24_skeleton(),
         fps=fps,
-        face_joints=("right_hip", "left_hip", "right_shoulder", "left_shoulder"),
+        face_joints=FACE_JOINTS,
         left_foot=("left_ankle", "left_foot"),
         right_foot=("right_ankle", "right_foot"),
         contact_speed=contact_speed,
@@ -175,7 +176,7 @@ def build_aistpp_collection(
     from dataclasses import asdict
 
     from .._io import atomic_write_json
-    from ..audio import song_features
+    from ..audio import song_features, song_stretch
     from ..paths import cache_dir, file_digest
     from ..representation import MotionRepresentation
     from .dataset import ClipCollection
@@ -201,20 +202,16 @@ def build_aistpp_collection(
         features.append(feats)
         if music is not None:
             song, _ = song_features(clip.music, music, cache)
-            rows = np.minimum(np.arange(len(feats)), len(song) - 1)
-            conditions.append(song[rows].astype(np.float32))
-    lengths = [len(f) for f in features]
-    collection = ClipCollection(
+            conditions.append(song_stretch(song, 0, len(feats), clip.music, cfg.fps))
+    collection = ClipCollection.of_clips(
         spec,
-        np.concatenate(features),
-        np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        features,
         [c.name for c in clips],
         [
             {"genre": c.name[1:3], "subset": "aist++", "audio": str(c.music), "music_start_seconds": "0"}
             for c in clips
         ],  # fmt: skip
-        1.0,
-        condition=np.concatenate(conditions) if music is not None else None,
+        conditions=conditions if music is not None else None,
     )
     collection.save(target)
     return collection, split, split_path

@@ -197,7 +197,7 @@ def build_dance_collection(
     import torch
     from tqdm.auto import tqdm
 
-    from ..audio import song_features
+    from ..audio import song_features, song_stretch
     from ..presets import dwm_skeleton, dwm_spec
     from ..representation import MotionRepresentation
     from .dataset import ClipCollection
@@ -231,17 +231,10 @@ def build_dance_collection(
         if music is not None:
             song, _ = song_features(dance.audio, music, cache)
             first = int(round(dance.music_start_seconds * cfg.fps))
-            rows = np.arange(first, first + len(feats))
-            if rows[-1] >= len(song) + cfg.fps:  # more than a second past the song's end
-                raise InputError(
-                    dance.audio, f"the song ends before the dance ({len(song)} < {rows[-1]} frames)"
-                )
-            conditions.append(song[np.minimum(rows, len(song) - 1)].astype(np.float32))
-    lengths_frames = [len(f) for f in features]
-    collection = ClipCollection(
+            conditions.append(song_stretch(song, first, len(feats), dance.audio, cfg.fps))
+    collection = ClipCollection.of_clips(
         spec,
-        np.concatenate(features),
-        np.concatenate([[0], np.cumsum(lengths_frames)]).astype(np.int64),
+        features,
         [d.name for d in dances],
         [
             {
@@ -252,8 +245,7 @@ def build_dance_collection(
             }
             for d in dances
         ],  # fmt: skip
-        1.0,
-        condition=np.concatenate(conditions) if music is not None else None,
+        conditions=conditions if music is not None else None,
     )
     collection.save(target)
     return collection, full_split, split_path

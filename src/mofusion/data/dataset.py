@@ -74,6 +74,28 @@ class ClipCollection:
     music: dict[str, Any] | None = None
     """How ``condition`` was computed (an AudioFeatureConfig as a dict), carried by a music pack."""
 
+    @classmethod
+    def of_clips(
+        cls,
+        spec: FeatureSpec,
+        clips: list[np.ndarray],
+        names: list[str],
+        labels: list[dict[str, str]],
+        file_scale: float = 1.0,
+        conditions: list[np.ndarray] | None = None,
+    ) -> ClipCollection:
+        """Per-clip features ``(T_k, C)`` (and per-clip condition frames) joined into one collection."""
+        lengths = [len(c) for c in clips]
+        return cls(
+            spec,
+            np.concatenate(clips) if clips else np.zeros((0, spec.dim), np.float32),
+            np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            names,
+            labels,
+            file_scale,
+            None if conditions is None else np.concatenate(conditions),
+        )
+
     @property
     def num_clips(self) -> int:
         return len(self.names)
@@ -311,11 +333,9 @@ def _process_sources(
     keep = [i for i, (f, _) in enumerate(results) if len(f) > 0]
     if not keep:
         raise InputError(cfg.path, "every clip is shorter than two frames")
-    lengths = [len(results[i][0]) for i in keep]
-    collection = ClipCollection(
+    collection = ClipCollection.of_clips(
         spec,
-        np.concatenate([results[i][0] for i in keep]),
-        np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        [results[i][0] for i in keep],
         [clips[i].name for i in keep],
         [clips[i].labels for i in keep],
         scale,
@@ -412,15 +432,7 @@ def _load_npz(path: Path, cfg: DataConfig, cache: str | Path | None, progress: b
         sl = slice(offsets[i], offsets[i + 1])
         motion = Motion(spec.skeleton, rotations[sl], roots[sl], spec.fps)
         features.append(_encode(spec, motion, path))
-    lengths = [len(f) for f in features]
-    collection = ClipCollection(
-        spec,
-        np.concatenate(features),
-        np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        meta["names"],
-        meta["labels"],
-        meta["file_scale"],
-    )
+    collection = ClipCollection.of_clips(spec, features, meta["names"], meta["labels"], meta["file_scale"])
     collection.save(target)
     return collection
 
@@ -573,6 +585,14 @@ class MotionDataset:
         return WindowSampler(self.normalizer.normalize(features).to(device), part.offsets, window, condition)
 
 
+def is_music_data(path: str | Path) -> bool:
+    """Whether ``path`` is a dance data set with songs (dance-with-melody or an AIST++ folder)."""
+    from .aistpp import is_aistpp
+    from .dance_melody import is_dance_with_melody
+
+    return is_dance_with_melody(path) or is_aistpp(path)
+
+
 def build_music_collection(
     cfg: DataConfig,
     music: AudioFeatureConfig | None = None,
@@ -607,8 +627,6 @@ def load_dataset(
     if not cfg.path:
         raise MofusionError("no data path: pass --data PATH")
     from ..presets import HUMANML3D_FPS
-    from .aistpp import is_aistpp
-    from .dance_melody import is_dance_with_melody
     from .humanml3d import is_humanml3d, load_humanml3d_splits
 
     split_path: Path | None
@@ -617,7 +635,7 @@ def load_dataset(
             raise InputError(cfg.path, f"HumanML3D is at {HUMANML3D_FPS:g} fps; data.fps is {cfg.fps}")
         collection, split = load_humanml3d_splits(cfg.path)
         split_path = None
-    elif is_dance_with_melody(cfg.path) or is_aistpp(cfg.path):
+    elif is_music_data(cfg.path):
         collection, split, split_path = build_music_collection(cfg, music, cache, progress)
     else:
         collection = build_collection(cfg, cache, progress)

@@ -116,10 +116,7 @@ def load_humanml3d(root: str | Path, split: str = "train") -> tuple[ClipCollecti
             parts.append(motion.astype(np.float32))
             names.append(name)
             labels.append({"captions": "\n".join(whole), "source": name})
-    lengths = [len(p) for p in parts]
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    features = np.concatenate(parts) if parts else np.zeros((0, HUMANML3D_DIM), np.float32)
-    collection = ClipCollection(smpl22_humanml3d_spec(), features, offsets, names, labels, 1.0)
+    collection = ClipCollection.of_clips(smpl22_humanml3d_spec(), parts, names, labels)
     return collection, stats[0], stats[1]
 
 
