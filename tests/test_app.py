@@ -60,6 +60,7 @@ def test_info_page_and_docs(client: TestClient) -> None:
 def test_generate_then_download_every_format(client: TestClient, tmp_path: Path) -> None:
     state = _generate(client, text="a person waves", samples=2, seed=3)
     assert state["status"] == "done" and state["progress"] == 1.0 and len(state["motions"]) == 2
+    assert state["read_with"].startswith("a person waves")  # the packaged model's prompt anchor
     motion = client.get(f"/api/motions/{state['motions'][0]}.json").json()
     assert motion["frames"] == 20 and motion["label"] == "a person waves"
     assert len(motion["positions"]) == 20 * 21 * 3 and np.isfinite(motion["positions"]).all()

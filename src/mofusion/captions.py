@@ -158,6 +158,20 @@ def has_captions(labels: dict[str, str]) -> bool:
     return labels.get("content") in ACTIONS and labels.get("style", "normal") in STYLES
 
 
+def anchor_caption(labels: dict[str, str]) -> str:
+    """One trained caption naming a class plainly (first template, subject, action and style
+    phrasings: "a person walks happily"); for written captions, the first one."""
+    if "captions" in labels:
+        return next(c.strip() for c in labels["captions"].split("\n") if c.strip())
+    content, style = labels.get("content"), labels.get("style", "normal")
+    if content not in ACTIONS or style not in STYLES:
+        raise KeyError(f"no caption phrasings for content {content!r} and style {style!r}")
+    kind, words = STYLES[style][0][0]
+    subject, manner = (words, "") if kind == "subject" else (SUBJECTS[0][0], f" {words}" if words else "")
+    verb, gerund = ACTIONS[content][0][0]
+    return TEMPLATES[0][0].format(subject=subject, verb=verb, gerund=gerund, manner=manner)
+
+
 def captions_for(labels: dict[str, str], split: Split, limit: int = CAPTIONS_PER_LABEL) -> list[str]:
     """Captions of one motion class, deterministic: only trained phrasings for ``"train"``, and for
     ``"test"`` only captions with at least one held-out phrasing. Written captions (HumanML3D) are

@@ -6,6 +6,7 @@ A checkpoint directory holds:
   the step, the file unit scale and a ``format_version``;
 - ``model.safetensors``: the EMA weights of the denoiser (what inference uses);
 - ``normalizer.safetensors``: feature mean and std;
+- ``anchors.safetensors`` (text models on labelled data): the training classes' prompt anchors;
 - ``train_state.pt`` (training checkpoints only): raw weights, optimiser, EMA, step, RNG seeds.
 
 A run directory holds ``checkpoints/step-NNNNNNNN/`` and a ``latest`` file naming the newest; any
@@ -28,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ._io import _umask, atomic_write_text
+from .conditioning import PromptAnchors
 from .config import FORMAT_VERSION, MofusionConfig
 from .errors import CheckpointError, MofusionError
 from .representation import FeatureSpec, Normalizer
@@ -50,6 +52,7 @@ class Checkpoint:
     step: int
     file_scale: float
     train_state: dict[str, Any] | None = None
+    anchors: PromptAnchors | None = None
 
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
@@ -90,6 +93,7 @@ def save_checkpoint(
     file_scale: float,
     train_state: dict[str, Any] | None = None,
     half: bool = False,
+    anchors: PromptAnchors | None = None,
 ) -> Path:
     """Write a checkpoint directory atomically and return its path.
 
@@ -117,6 +121,8 @@ def save_checkpoint(
             {"mean": normalizer.mean.cpu(), "std": normalizer.std.cpu(), "bound": normalizer.bound.cpu()},
             str(tmp / NORMALIZER_FILE),
         )
+        if anchors is not None:
+            anchors.save(tmp / PromptAnchors.FILE)
         if train_state is not None:
             torch.save(train_state, tmp / TRAIN_STATE_FILE)
         for item in tmp.iterdir():
@@ -172,6 +178,12 @@ def load_checkpoint(
         raise CheckpointError(
             f"{directory}: model width {config.denoiser.feature_dim} != feature width {spec.dim}"
         )
+    anchors = None
+    if (directory / PromptAnchors.FILE).is_file():
+        try:
+            anchors = PromptAnchors.load(directory / PromptAnchors.FILE)
+        except Exception as exc:
+            raise CheckpointError(f"{directory / PromptAnchors.FILE}: cannot be read ({exc})") from None
     train_state = None
     if with_train_state:
         state_file = directory / TRAIN_STATE_FILE
@@ -192,6 +204,7 @@ def load_checkpoint(
         int(meta.get("step", 0)),
         float(meta.get("file_scale", 1.0)),
         train_state,
+        anchors,
     )
 
 

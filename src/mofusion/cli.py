@@ -10,11 +10,15 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from .errors import MofusionError
+
+if TYPE_CHECKING:
+    from .conditioning import PromptAnchors
+    from .config import MofusionConfig
 
 app = typer.Typer(
     add_completion=False,
@@ -166,6 +170,14 @@ def generate(
         float | None,
         typer.Option(help="Classifier-free guidance scale for --text (default: the checkpoint's)."),
     ] = None,
+    anchor: Annotated[
+        bool | None,
+        typer.Option(
+            "--anchor/--no-anchor",
+            help="Read --text together with the trained caption of its nearest training class "
+            "(default: the checkpoint's; on for the packaged model).",
+        ),
+    ] = None,
     render: Annotated[
         Path | None, typer.Option("--render", help="Also write a stick-figure .mp4 or .gif.")
     ] = None,
@@ -211,7 +223,7 @@ def generate(
     else:
         pipe, features, positions, meta = _text_to_motion(
             text, checkpoint, seconds, num_samples, seed, sampler, steps, eta, guidance, device,
-            acceleration, quiet,
+            acceleration, quiet, anchor,
         )  # fmt: skip
         label = f'"{text[:40]}" ' if text else ""
         titles = [f"{label}seed {seed} #{i}" for i in range(num_samples)] if num_samples > 1 or text else None
@@ -252,6 +264,7 @@ def _text_to_motion(
     device: str,
     acceleration: str,
     quiet: bool,
+    anchor: bool | None = None,
 ) -> tuple[Any, Any, Any, dict[str, Any]]:
     """``generate`` without --music: motions (for a prompt with a text model), as features, joint
     positions and the sidecar's metadata."""
@@ -267,13 +280,24 @@ def _text_to_motion(
         text = check_text(text)
     pipe = MotionPipeline.from_checkpoint(checkpoint or default_checkpoint(), device, acceleration)
     cond = cond_mask = None
+    meta: dict[str, Any] = {"checkpoint": str(checkpoint or "packaged"), "seed": seed, "seconds": seconds}
+    meta["text"] = text
     if text is not None:
+        if anchor is not None:
+            pipe.use_anchors(anchor)
         cond, cond_mask = pipe.text_condition([text], repeat=num_samples)
+        read_with = pipe.anchor_texts([text])
+        if read_with is not None:
+            meta["read_with"] = read_with[0]
+            if not quiet:
+                typer.echo(
+                    f'read with "{read_with[0]}", the nearest trained class (--no-anchor: the text alone)',
+                    err=True,
+                )
     result = pipe.generate(
         num_samples, pipe.frames_for(seconds), seed=seed, sampler=sampler, steps=steps, eta=eta,
         guidance_scale=guidance, cond=cond, cond_mask=cond_mask, progress=not quiet,
     )  # fmt: skip
-    meta = {"checkpoint": str(checkpoint or "packaged"), "seed": seed, "seconds": seconds, "text": text}
     return pipe, result.features, result.positions.numpy(), meta
 
 
@@ -530,6 +554,14 @@ def export_command(
             "--set", help="Change a sampling default: sample.field=value (e.g. sample.guidance_scale=3)."
         ),
     ] = None,
+    anchors: Annotated[
+        str | None,
+        typer.Option(
+            "--anchors",
+            help="Text models: (re)build the prompt anchors from this data set's training split.",
+        ),
+    ] = None,
+    cache: Annotated[Path | None, typer.Option(help="Cache for the data set and caption embeddings.")] = None,
 ) -> None:
     """Write an inference-only copy of a checkpoint (EMA weights, config, normaliser; no optimiser)."""
     from .checkpoint import load_checkpoint, save_checkpoint
@@ -539,11 +571,39 @@ def export_command(
             raise MofusionError(f"--set {assignment}: export changes only sampling defaults (sample.*)")
     ckpt = load_checkpoint(checkpoint)
     config = ckpt.config.updated(assignments=set_ or [])
+    prompt_anchors = ckpt.anchors if anchors is None else _build_anchors(config, anchors, cache)
+    asked = any(a.replace(" ", "").startswith("sample.anchor_prompts=") for a in set_ or [])
+    if asked and config.sample.anchor_prompts and prompt_anchors is None:
+        raise MofusionError(f"{checkpoint}: has no prompt anchors; pass --anchors DATA to build them")
     save_checkpoint(
-        out, config, ckpt.spec, ckpt.normalizer, ckpt.weights, ckpt.step, ckpt.file_scale, half=half
+        out,
+        config,
+        ckpt.spec,
+        ckpt.normalizer,
+        ckpt.weights,
+        ckpt.step,
+        ckpt.file_scale,
+        half=half,
+        anchors=prompt_anchors,
     )
     size = sum(p.stat().st_size for p in out.iterdir()) / 2**20
     typer.echo(f"{out} ({size:.1f} MiB)")
+
+
+def _build_anchors(config: MofusionConfig, data: str, cache: Path | None) -> PromptAnchors:
+    """Prompt anchors of a text model from the training split of ``data`` (as training makes them)."""
+    from .conditioning import CaptionBank, PromptAnchors
+    from .config import DataConfig
+    from .data.dataset import load_dataset
+
+    if config.condition.kind != "text":
+        raise MofusionError("--anchors: prompt anchors are for text models")
+    data_cfg = DataConfig(**{**config.data.__dict__, "path": str(data)})
+    part = load_dataset(data_cfg, cache, progress=False).subset("train")
+    built = PromptAnchors.from_bank(CaptionBank(part.labels, part.names, config.condition, cache))
+    if built is None:
+        raise MofusionError(f"{data}: its captions are written per clip; anchors need labelled classes")
+    return built
 
 
 # -- render ----------------------------------------------------------------------------------------

@@ -192,6 +192,10 @@ class TrainConfig:
     """Probability of replacing the condition by the null condition (classifier-free guidance)."""
     mask_unconditional: float = 0.2
     """For mask-conditioned models: share of training windows with nothing known."""
+    class_balance: float = 0.0
+    """Exponent a of class-balanced window drawing: a clip's chance is its window count times its
+    class's window count to the power -a (class: the clip's content label), so 0 draws every window
+    alike and 1 every class alike. Bandai-Namco has 350 clips of raising a hand and one of kicking."""
     seed: int = 0
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """auto: bf16 autocast on CUDA, fp32 elsewhere."""
@@ -210,6 +214,7 @@ class TrainConfig:
         _require(self.max_minutes >= 0, "train.max_minutes must be >= 0")
         _require(0 <= self.ema_decay < 1, "train.ema_decay must be in [0, 1)")
         _require(0 <= self.cond_drop_prob <= 1, "train.cond_drop_prob must be in [0, 1]")
+        _require(0 <= self.class_balance <= 1, "train.class_balance must be in [0, 1]")
         _require(self.precision in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16")
         for name in ("log_every", "val_every", "checkpoint_every", "keep_checkpoints"):
             _require(getattr(self, name) >= 1, f"train.{name} must be >= 1")
@@ -233,6 +238,10 @@ class SampleConfig:
     squared ratio of the two blocks' normalisation scales; 0 decodes the positions as they are.
     Chosen on the validation split's in-betweening windows (1, 4, 16, 64 tried); its effect is
     measured in bench/results/bandai2-inbetween."""
+    anchor_prompts: bool = False
+    """Text models: read each prompt together with the trained caption of its nearest training
+    class (see :class:`mofusion.conditioning.PromptAnchors`); without anchors in the checkpoint
+    (written captions, older models) prompts are read alone. On in the text presets."""
 
     def __post_init__(self) -> None:
         _require(self.sampler in ("ddpm", "ddim"), "sample.sampler must be ddpm or ddim")
@@ -409,16 +418,16 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
         "condition": {"kind": "text"},
         "denoiser": {"channels": [128, 256, 384], "blocks_per_stage": 2, "time_dim": 512, "heads": 4},
         "train": {"batch_size": 256, "lr": 3e-4, "max_steps": 20000, "warmup_steps": 300, "val_every": 200,
-                  "checkpoint_every": 500, "log_every": 50},
-        "sample": {"guidance_scale": 2.5},
+                  "checkpoint_every": 500, "log_every": 50, "class_balance": 0.5},
+        "sample": {"guidance_scale": 2.5, "anchor_prompts": True},
     },
     "bandai-text-small": {
         "data": {"subsets": [], "fps": 20.0, "window": 120},
         "condition": {"kind": "text"},
         "denoiser": {"channels": [64, 128, 256], "blocks_per_stage": 1, "time_dim": 256, "heads": 4},
         "train": {"batch_size": 64, "lr": 3e-4, "max_steps": 4000, "warmup_steps": 100, "val_every": 250,
-                  "checkpoint_every": 250, "log_every": 25, "val_batches": 4},
-        "sample": {"guidance_scale": 2.5},
+                  "checkpoint_every": 250, "log_every": 25, "val_batches": 4, "class_balance": 0.5},
+        "sample": {"guidance_scale": 2.5, "anchor_prompts": True},
     },
     # music to dance on dance-with-melody (25 fps keypoints; 5.12-s windows; songs as log-mel frames)
     "dance": {

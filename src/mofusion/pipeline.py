@@ -18,11 +18,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .conditioning import encode_prompts
+from .conditioning import PromptAnchors, encode_prompts
 from .config import MofusionConfig
 from .denoiser import MotionUNet1D
 from .diffusion import NoiseSchedule, StepOutput, guided, make_generator, make_sampler, sample_loop
 from .editing import ChannelTable, EditMethod, EditRequest, EditResult, align_trajectory, feature_mask
+from .encoders import load_text_encoder
 from .errors import CheckpointError, MofusionError
 from .fast import Acceleration, StepRunner
 from .ik import fit_rotations, rotations_from_positions, skeleton_from_positions
@@ -66,8 +67,10 @@ class MotionPipeline:
         file_scale: float = 1.0,
         device: torch.device | str = "cpu",
         acceleration: Acceleration | str = "auto",
+        anchors: PromptAnchors | None = None,
     ) -> None:
         self.device = torch.device(device)
+        self.anchors = anchors
         self.acceleration = (
             Acceleration.parse(acceleration, self.device) if isinstance(acceleration, str) else acceleration
         )
@@ -110,16 +113,42 @@ class MotionPipeline:
             checkpoint.file_scale,
             resolve_device(device),
             acceleration,
+            checkpoint.anchors,
         )
 
     @property
     def is_text_model(self) -> bool:
         return self.config.condition.kind == "text"
 
+    @property
+    def prompt_anchors(self) -> PromptAnchors | None:
+        """The anchors prompts are read with (``sample.anchor_prompts`` on and anchors shipped)."""
+        return self.anchors if self.config.sample.anchor_prompts else None
+
+    def use_anchors(self, on: bool) -> None:
+        """Switch prompt anchors on or off for this pipeline (on needs anchors in the checkpoint)."""
+        if on and self.anchors is None:
+            raise MofusionError(
+                "this checkpoint has no prompt anchors (mofusion export --anchors DATA adds them)"
+            )
+        self.config.sample.anchor_prompts = on
+
+    def anchor_texts(self, texts: Sequence[str]) -> list[str] | None:
+        """The caption each prompt is read with, or None when prompts are read alone."""
+        anchors = self.prompt_anchors
+        if anchors is None:
+            return None
+        cfg = self.config.condition
+        pooled = (
+            load_text_encoder(cfg.text_encoder, cfg.max_tokens, str(self.device)).encode(list(texts)).pooled
+        )
+        return [anchors.texts[i] for i in anchors.nearest(pooled)]
+
     def text_condition(self, texts: Sequence[str], repeat: int = 1) -> tuple[Tensor, Tensor]:
         """Encoded prompts ``(tokens, mask)`` for :meth:`generate` (checked: empty, too long, not
-        UTF-8); with ``repeat``, one prompt for that many samples."""
-        tokens, mask = encode_prompts(self.config.condition, texts, self.device)
+        UTF-8), each read with its anchor caption when :attr:`prompt_anchors` is set; with
+        ``repeat``, one prompt for that many samples."""
+        tokens, mask = encode_prompts(self.config.condition, texts, self.device, self.prompt_anchors)
         if repeat > 1:
             if len(texts) != 1:
                 raise MofusionError("repeat needs exactly one prompt")

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from ._io import atomic_write_json
 from .audio import AudioFeatureConfig
 from .checkpoint import load_checkpoint, point_latest, prune_checkpoints, save_checkpoint
-from .conditioning import CaptionBank
+from .conditioning import CaptionBank, PromptAnchors
 from .config import MofusionConfig
 from .data.dataset import MotionDataset, WindowSampler, load_dataset
 from .denoiser import MotionUNet1D
@@ -212,13 +212,15 @@ class Trainer:
         multiple = self.model.length_multiple
         if window % multiple:
             raise MofusionError(f"data.window {window} must be a multiple of {multiple} for this U-Net")
-        self.train_windows = dataset.sampler("train", window, self.device)
+        self.train_windows = dataset.sampler("train", window, self.device, config.train.class_balance)
         self.val_windows: WindowSampler | None = None
         if dataset.split["val"]:
             self.val_windows = dataset.sampler("val", window, self.device)
         self.train_captions = self.val_captions = None
+        self.anchors: PromptAnchors | None = None
         if config.condition.kind == "text":
             self.train_captions = self._caption_bank("train", cache)
+            self.anchors = PromptAnchors.from_bank(self.train_captions)
             if self.train_captions.dim != config.denoiser.cond_dim:
                 raise MofusionError(
                     f"denoiser.cond_dim is {config.denoiser.cond_dim} but the text encoder "
@@ -433,6 +435,7 @@ class Trainer:
             self.step,
             self.dataset.collection.file_scale,
             train_state=state,
+            anchors=self.anchors,
         )
         point_latest(self.run_dir, target)
         prune_checkpoints(self.run_dir, self.config.train.keep_checkpoints)

@@ -201,7 +201,11 @@ def create_app(
                                    guidance_scale=request.guidance, cond=cond, cond_mask=mask,
                                    callback=step, batch_size=request.samples)  # fmt: skip
             motions = pipe.to_motions(result.features)
-            return {"motions": store_motions(motions, pipe.fps, label, file_scale=pipe.file_scale)}
+            out = {"motions": store_motions(motions, pipe.fps, label, file_scale=pipe.file_scale)}
+            read_with = pipe.anchor_texts([text]) if text is not None else None
+            if read_with is not None:
+                out["read_with"] = read_with[0]
+            return out
 
         job = queue.submit("generate", work)
         return {"job": job.id, "status": job.status}
@@ -339,8 +343,9 @@ def create_app(
         out = job.public()
         if job.status == "done":
             out["motions"] = job.result["motions"]
-            if "source" in job.result:
-                out["source"] = job.result["source"]
+            for key in ("source", "read_with"):
+                if key in job.result:
+                    out[key] = job.result[key]
         return out
 
     @app.get("/api/motions/{motion_id}.json")

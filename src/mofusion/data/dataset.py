@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from .._io import atomic_path, atomic_write_json
 from ..bvh import read_bvh
+from ..captions import caption_label
 from ..config import DataConfig
 from ..errors import InputError, MofusionError
 from ..motion import Motion
@@ -511,11 +512,18 @@ class WindowSampler:
 
     A clip is drawn with probability proportional to the number of windows it offers (at least
     one), then a uniform start; clips shorter than the window are padded with zeros (the mean, in
-    normalised units) and masked.
+    normalised units) and masked. With ``classes`` (a class index per clip) and ``balance`` a, a
+    clip's weight is further divided by its class's total window count to the power a.
     """
 
     def __init__(
-        self, features: Tensor, offsets: np.ndarray, window: int, condition: Tensor | None = None
+        self,
+        features: Tensor,
+        offsets: np.ndarray,
+        window: int,
+        condition: Tensor | None = None,
+        classes: np.ndarray | None = None,
+        balance: float = 0.0,
     ) -> None:
         self.features = features
         self.condition = condition
@@ -523,6 +531,10 @@ class WindowSampler:
         self.starts = torch.as_tensor(offsets[:-1], dtype=torch.int64)
         self.lengths = torch.as_tensor(np.diff(offsets), dtype=torch.int64)
         weights = torch.clamp(self.lengths.double() / window, min=1.0)
+        if classes is not None and balance > 0:
+            index = torch.as_tensor(np.asarray(classes), dtype=torch.int64)
+            totals = torch.zeros(int(index.max()) + 1, dtype=torch.float64).index_add_(0, index, weights)
+            weights = weights * totals[index] ** -balance
         self.weights = weights / weights.sum()
 
     def __len__(self) -> int:
@@ -576,13 +588,29 @@ class MotionDataset:
         wanted = set(self.split[name])
         return self.collection.select([i for i, n in enumerate(self.collection.names) if n in wanted])
 
-    def sampler(self, name: str, window: int, device: torch.device | str = "cpu") -> WindowSampler:
+    def sampler(
+        self, name: str, window: int, device: torch.device | str = "cpu", class_balance: float = 0.0
+    ) -> WindowSampler:
+        """Windows of a split; ``class_balance``: see ``TrainConfig.class_balance`` (a clip's class
+        is its ``content`` label, else its caption label: for written captions, the clip)."""
         part = self.subset(name)
         if part.num_clips == 0:
             raise MofusionError(f"the {name} split is empty; use more clips or other split fractions")
         features = torch.from_numpy(part.features).float().to(self.normalizer.mean.device)
         condition = None if part.condition is None else torch.from_numpy(part.condition).float().to(device)
-        return WindowSampler(self.normalizer.normalize(features).to(device), part.offsets, window, condition)
+        classes = None
+        if class_balance > 0:
+            names = [label.get("content") or caption_label(label) for label in part.labels]
+            index = {n: i for i, n in enumerate(sorted(set(names)))}
+            classes = np.array([index[n] for n in names])
+        return WindowSampler(
+            self.normalizer.normalize(features).to(device),
+            part.offsets,
+            window,
+            condition,
+            classes,
+            class_balance,
+        )
 
 
 def is_music_data(path: str | Path) -> bool:

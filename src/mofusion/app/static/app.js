@@ -154,7 +154,9 @@ async function runJob(start, busyButton) {
     const motions = await Promise.all(ids.map((id) => api(`/api/motions/${id}.json`)));
     show(motions);
     listMotions(motions);
-    setStatus(`${state.kind} done: ${motions.length} motion(s)`, 1);
+    // a text model with prompt anchors says which trained caption the prompt was read with
+    const reading = state.read_with ? ` (read with "${state.read_with}")` : '';
+    setStatus(`${state.kind} done: ${motions.length} motion(s)${reading}`, 1);
   } catch (err) {
     showError(err.message);
     setStatus('ready', 0);
