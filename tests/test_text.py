@@ -549,7 +549,9 @@ def test_the_packaged_model_reads_prompts_with_anchors() -> None:
 
     pipe = MotionPipeline.from_checkpoint(default_checkpoint(), "cpu")
     assert pipe.prompt_anchors is not None and len(pipe.prompt_anchors.labels) >= 150
-    assert pipe.anchor_texts(["someone strolls along cheerfully", "a person hits with a fist furiously"]) == [
+    assert pipe.read_prompts(["someone strolls along cheerfully", "a person hits with a fist furiously"])[
+        2
+    ] == [
         "a person walks happily",
         "a person punches",
     ]

@@ -280,13 +280,16 @@ def _text_to_motion(
         text = check_text(text)
     pipe = MotionPipeline.from_checkpoint(checkpoint or default_checkpoint(), device, acceleration)
     cond = cond_mask = None
-    meta: dict[str, Any] = {"checkpoint": str(checkpoint or "packaged"), "seed": seed, "seconds": seconds}
-    meta["text"] = text
+    meta: dict[str, Any] = {
+        "checkpoint": str(checkpoint or "packaged"),
+        "seed": seed,
+        "seconds": seconds,
+        "text": text,
+    }
     if text is not None:
         if anchor is not None:
             pipe.use_anchors(anchor)
-        cond, cond_mask = pipe.text_condition([text], repeat=num_samples)
-        read_with = pipe.anchor_texts([text])
+        cond, cond_mask, read_with = pipe.read_prompts([text], repeat=num_samples)
         if read_with is not None:
             meta["read_with"] = read_with[0]
             if not quiet:

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from .captions import anchor_caption, caption_label, captions_for, has_captions
 from .config import ConditionConfig
-from .encoders import EmbeddingTable, check_text, embed_texts, load_text_encoder
+from .encoders import EmbeddingTable, TextEmbedding, check_text, embed_texts, load_text_encoder
 from .errors import MofusionError
 
 
@@ -107,16 +107,12 @@ class PromptAnchors:
     vectors: Tensor  # (classes, D), unit rows
 
     FILE = "anchors.safetensors"
-    MAX_CLASSES = 4096
-    """Written captions (HumanML3D) make one class per clip: no anchors for such data sets."""
 
     @classmethod
     def from_bank(cls, bank: CaptionBank) -> PromptAnchors | None:
         """From a training caption bank, or None when its classes are clips with written captions."""
         if any("captions" in example for example in bank.label_examples):
-            return None
-        if len(bank.label_names) > cls.MAX_CLASSES:
-            return None
+            return None  # one class per clip: thousands of "classes", none of them a class
         pooled = bank.table.pooled.float()
         means = torch.stack(
             [
@@ -155,8 +151,20 @@ def encode_prompts(
     device: torch.device | str = "cpu",
     anchors: PromptAnchors | None = None,
 ) -> tuple[Tensor, Tensor]:
+    """Condition tokens and mask for prompts (see :func:`read_prompts`)."""
+    tokens, mask, _ = read_prompts(cfg, texts, device, anchors)
+    return tokens, mask
+
+
+def read_prompts(
+    cfg: ConditionConfig,
+    texts: Sequence[str],
+    device: torch.device | str = "cpu",
+    anchors: PromptAnchors | None = None,
+) -> tuple[Tensor, Tensor, list[str] | None]:
     """Condition tokens and mask for prompts, checked (empty, too long, not UTF-8), on ``device``
-    (the encoder runs there: on a GPU it costs a millisecond instead of tens on a CPU).
+    (the encoder runs there: on a GPU it costs a millisecond instead of tens on a CPU), and the
+    anchor caption each prompt was read with (None without ``anchors``).
 
     With ``anchors``, each prompt's tokens are followed by those of its nearest class's caption
     (padding of the first part stays masked), so cross-attention reads both."""
@@ -164,17 +172,20 @@ def encode_prompts(
         raise MofusionError("this checkpoint is not a text model; generate without --text")
     checked = [check_text(t) for t in texts]
     encoder = load_text_encoder(cfg.text_encoder, cfg.max_tokens, str(torch.device(device)))
+
+    def condition(embedding: TextEmbedding) -> tuple[Tensor, Tensor]:
+        if cfg.sentence_token:
+            return with_sentence_token(embedding.tokens, embedding.mask, embedding.pooled)
+        return embedding.tokens, embedding.mask
+
     embedding = encoder.encode(checked)
-    tokens, mask = embedding.tokens, embedding.mask
-    if cfg.sentence_token:
-        tokens, mask = with_sentence_token(tokens, mask, embedding.pooled)
+    tokens, mask = condition(embedding)
     if anchors is None:
-        return tokens, mask
-    anchor = encoder.encode([anchors.texts[i] for i in anchors.nearest(embedding.pooled)])
-    extra, extra_mask = anchor.tokens, anchor.mask
-    if cfg.sentence_token:
-        extra, extra_mask = with_sentence_token(extra, extra_mask, anchor.pooled)
-    return torch.cat((tokens, extra.to(tokens)), dim=1), torch.cat((mask, extra_mask.to(mask)), dim=1)
+        return tokens, mask, None
+    read_with = [anchors.texts[i] for i in anchors.nearest(embedding.pooled)]
+    extra, extra_mask = condition(encoder.encode(read_with))
+    tokens = torch.cat((tokens, extra.to(tokens)), dim=1)
+    return tokens, torch.cat((mask, extra_mask.to(mask)), dim=1), read_with
 
 
 def with_sentence_token(tokens: Tensor, mask: Tensor, pooled: Tensor) -> tuple[Tensor, Tensor]:

@@ -18,12 +18,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .conditioning import PromptAnchors, encode_prompts
+from .conditioning import PromptAnchors, read_prompts
 from .config import MofusionConfig
 from .denoiser import MotionUNet1D
 from .diffusion import NoiseSchedule, StepOutput, guided, make_generator, make_sampler, sample_loop
 from .editing import ChannelTable, EditMethod, EditRequest, EditResult, align_trajectory, feature_mask
-from .encoders import load_text_encoder
 from .errors import CheckpointError, MofusionError
 from .fast import Acceleration, StepRunner
 from .ik import fit_rotations, rotations_from_positions, skeleton_from_positions
@@ -133,27 +132,22 @@ class MotionPipeline:
             )
         self.config.sample.anchor_prompts = on
 
-    def anchor_texts(self, texts: Sequence[str]) -> list[str] | None:
-        """The caption each prompt is read with, or None when prompts are read alone."""
-        anchors = self.prompt_anchors
-        if anchors is None:
-            return None
-        cfg = self.config.condition
-        pooled = (
-            load_text_encoder(cfg.text_encoder, cfg.max_tokens, str(self.device)).encode(list(texts)).pooled
-        )
-        return [anchors.texts[i] for i in anchors.nearest(pooled)]
-
     def text_condition(self, texts: Sequence[str], repeat: int = 1) -> tuple[Tensor, Tensor]:
+        """Encoded prompts ``(tokens, mask)`` for :meth:`generate` (see :meth:`read_prompts`)."""
+        tokens, mask, _ = self.read_prompts(texts, repeat)
+        return tokens, mask
+
+    def read_prompts(self, texts: Sequence[str], repeat: int = 1) -> tuple[Tensor, Tensor, list[str] | None]:
         """Encoded prompts ``(tokens, mask)`` for :meth:`generate` (checked: empty, too long, not
-        UTF-8), each read with its anchor caption when :attr:`prompt_anchors` is set; with
-        ``repeat``, one prompt for that many samples."""
-        tokens, mask = encode_prompts(self.config.condition, texts, self.device, self.prompt_anchors)
+        UTF-8), each read with its anchor caption when :attr:`prompt_anchors` is set, and those
+        captions (None when prompts are read alone); with ``repeat``, one prompt for that many
+        samples."""
+        tokens, mask, read_with = read_prompts(self.config.condition, texts, self.device, self.prompt_anchors)
         if repeat > 1:
             if len(texts) != 1:
                 raise MofusionError("repeat needs exactly one prompt")
             tokens, mask = tokens.expand(repeat, -1, -1), mask.expand(repeat, -1)
-        return tokens, mask
+        return tokens, mask, read_with
 
     @property
     def fps(self) -> float:

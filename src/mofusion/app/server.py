@@ -185,9 +185,9 @@ def create_app(
 
         def work(progress: Progress) -> dict[str, Any]:
             frames = pipe.frames_for(request.seconds)
-            cond = mask = None
+            cond = mask = read_with = None
             if text is not None:
-                cond, mask = pipe.text_condition([text], repeat=request.samples)
+                cond, mask, read_with = pipe.read_prompts([text], repeat=request.samples)
             steps = request.steps or pipe.config.sample.steps
             total = steps * request.samples
 
@@ -202,7 +202,6 @@ def create_app(
                                    callback=step, batch_size=request.samples)  # fmt: skip
             motions = pipe.to_motions(result.features)
             out = {"motions": store_motions(motions, pipe.fps, label, file_scale=pipe.file_scale)}
-            read_with = pipe.anchor_texts([text]) if text is not None else None
             if read_with is not None:
                 out["read_with"] = read_with[0]
             return out
