@@ -1,0 +1,118 @@
+"""How well a prompt of unseen wording finds its action in MiniLM's sentence space: the held-out
+wording captions of every training class, matched to the training classes by several rules.
+
+The rule behind prompt anchors (``PromptAnchors.nearest``) is the nearest class mean of the
+training captions' pooled vectors; the alternatives are the nearest single training caption, k
+nearest captions voting, the nearest action mean, and gating the anchor by the margin between the
+two nearest classes or by the similarity itself (a gated-out prompt would be read alone).
+
+Usage: python bench/anchor_rules.py --data ../shared/data/bandai-namco [--cache DIR]
+       [--out bench/results/bandai-text/anchor-rules.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mofusion.captions import caption_label, captions_for, has_captions
+from mofusion.checkpoint import default_checkpoint
+from mofusion.config import DataConfig
+from mofusion.data.dataset import load_dataset
+from mofusion.encoders import embed_texts, load_text_encoder
+from mofusion.pipeline import MotionPipeline
+
+
+def unit_embeddings(encoder, groups: list[list[str]], cache: str | None) -> tuple[torch.Tensor, np.ndarray]:
+    """Unit pooled vectors of every caption, and the group index of each."""
+    flat = [text for group in groups for text in group]
+    pooled = embed_texts(encoder, flat, cache).pooled.float()
+    owner = np.repeat(np.arange(len(groups)), [len(group) for group in groups])
+    return torch.nn.functional.normalize(pooled, dim=1), owner
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--cache", default=None)
+    parser.add_argument("--out", default="bench/results/bandai-text/anchor-rules.json")
+    args = parser.parse_args()
+
+    model = MotionPipeline.from_checkpoint(
+        default_checkpoint(), "cpu"
+    )  # the packaged model: its data settings
+    config = DataConfig(**{**model.config.data.__dict__, "path": args.data})
+    dataset = load_dataset(config, args.cache, model.normalizer.cpu(), progress=False)
+    labels = sorted({caption_label(clip) for clip in dataset.subset("train").labels if has_captions(clip)})
+    examples = [dict(zip(("content", "style"), label.split("/"), strict=True)) for label in labels]
+    encoder = load_text_encoder(model.config.condition.text_encoder)
+    train, train_owner = unit_embeddings(encoder, [captions_for(e, "train") for e in examples], args.cache)
+    test, test_owner = unit_embeddings(encoder, [captions_for(e, "test") for e in examples], args.cache)
+    action = np.array([label.split("/")[0] for label in labels])
+    truth = action[test_owner]
+
+    rows: dict[str, float] = {}
+
+    def accuracy(name: str, predicted_class: np.ndarray) -> None:
+        rows[name] = float(np.mean(action[predicted_class] == truth))
+
+    means = torch.stack([train[train_owner == c].mean(0) for c in range(len(labels))])
+    to_class = (test @ torch.nn.functional.normalize(means, dim=1).T).numpy()
+    accuracy("class mean (prompt anchors)", to_class.argmax(1))
+    to_caption = (test @ train.T).numpy()
+    accuracy("nearest training caption", train_owner[to_caption.argmax(1)])
+    for k in (5, 16, 32):
+        votes = train_owner[np.argsort(-to_caption, axis=1)[:, :k]]
+        accuracy(f"{k} nearest captions vote", np.array([np.bincount(v).argmax() for v in votes]))
+    actions = sorted(set(action))
+    action_of_train = np.array([actions.index(a) for a in action[train_owner]])
+    action_means = torch.nn.functional.normalize(
+        torch.stack([train[action_of_train == a].mean(0) for a in range(len(actions))]), dim=1
+    )
+    nearest_action = np.array(actions)[(test @ action_means.T).numpy().argmax(1)]
+    rows["action mean"] = float(np.mean(nearest_action == truth))
+
+    right = action[to_class.argmax(1)] == truth
+    ordered = np.sort(to_class, axis=1)
+    gates = {}
+    for name, score, thresholds in (
+        ("margin", ordered[:, -1] - ordered[:, -2], (0.01, 0.02, 0.04)),
+        ("similarity", ordered[:, -1], (0.5, 0.6, 0.7)),
+    ):
+        for threshold in thresholds:
+            used = score > threshold
+            gates[f"{name} > {threshold}"] = {
+                "anchored_share": float(used.mean()),
+                "right_when_anchored": float(right[used].mean()),
+                "right_when_gated_out": float(right[~used].mean()) if (~used).any() else None,
+            }
+    per_action = {a: float(right[truth == a].mean()) for a in actions}
+
+    print(f"{len(test)} held-out-wording captions of {len(labels)} training classes; right action:")
+    for name, value in rows.items():
+        print(f"  {name:30s} {value:.3f}")
+    for name, gate in gates.items():
+        print(
+            f"  gate {name:25s} anchored {gate['anchored_share']:.2f}, right when anchored "
+            f"{gate['right_when_anchored']:.3f}, when gated out {gate['right_when_gated_out']:.3f}"
+        )
+    print("  class mean, per action: " + ", ".join(f"{a} {v:.2f}" for a, v in per_action.items()))
+    result = {
+        "captions": len(test),
+        "classes": len(labels),
+        "right_action": rows,
+        "gates": gates,
+        "class_mean_per_action": per_action,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
