@@ -19,20 +19,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mofusion.captions import caption_label, captions_for, has_captions
 from mofusion.checkpoint import default_checkpoint
+from mofusion.conditioning import CaptionBank
 from mofusion.config import DataConfig
 from mofusion.data.dataset import load_dataset
-from mofusion.encoders import embed_texts, load_text_encoder
 from mofusion.pipeline import MotionPipeline
 
 
-def unit_embeddings(encoder, groups: list[list[str]], cache: str | None) -> tuple[torch.Tensor, np.ndarray]:
-    """Unit pooled vectors of every caption, and the group index of each."""
-    flat = [text for group in groups for text in group]
-    pooled = embed_texts(encoder, flat, cache).pooled.float()
-    owner = np.repeat(np.arange(len(groups)), [len(group) for group in groups])
-    return torch.nn.functional.normalize(pooled, dim=1), owner
+def unit_vectors(bank: CaptionBank) -> tuple[torch.Tensor, np.ndarray]:
+    """A caption bank's pooled vectors (unit length), and the class index of each."""
+    owner = np.repeat(np.arange(len(bank.label_names)), bank.counts.numpy())
+    return torch.nn.functional.normalize(bank.table.pooled.float(), dim=1), owner
 
 
 def main() -> int:
@@ -42,16 +39,19 @@ def main() -> int:
     parser.add_argument("--out", default="bench/results/bandai-text/anchor-rules.json")
     args = parser.parse_args()
 
-    model = MotionPipeline.from_checkpoint(
-        default_checkpoint(), "cpu"
-    )  # the packaged model: its data settings
+    # the packaged model: its anchors, its data settings and text encoder
+    model = MotionPipeline.from_checkpoint(default_checkpoint(), "cpu")
+    if model.anchors is None:
+        raise SystemExit("the packaged model has no prompt anchors")
     config = DataConfig(**{**model.config.data.__dict__, "path": args.data})
-    dataset = load_dataset(config, args.cache, model.normalizer.cpu(), progress=False)
-    labels = sorted({caption_label(clip) for clip in dataset.subset("train").labels if has_captions(clip)})
-    examples = [dict(zip(("content", "style"), label.split("/"), strict=True)) for label in labels]
-    encoder = load_text_encoder(model.config.condition.text_encoder)
-    train, train_owner = unit_embeddings(encoder, [captions_for(e, "train") for e in examples], args.cache)
-    test, test_owner = unit_embeddings(encoder, [captions_for(e, "test") for e in examples], args.cache)
+    part = load_dataset(config, args.cache, model.normalizer.cpu(), progress=False).subset("train")
+    banks = {
+        split: CaptionBank(part.labels, part.names, model.config.condition, args.cache, split)
+        for split in ("train", "test")
+    }
+    labels = banks["train"].label_names
+    train, train_owner = unit_vectors(banks["train"])
+    test, test_owner = unit_vectors(banks["test"])
     action = np.array([label.split("/")[0] for label in labels])
     truth = action[test_owner]
 
@@ -60,8 +60,10 @@ def main() -> int:
     def accuracy(name: str, predicted_class: np.ndarray) -> None:
         rows[name] = float(np.mean(action[predicted_class] == truth))
 
-    means = torch.stack([train[train_owner == c].mean(0) for c in range(len(labels))])
-    to_class = (test @ torch.nn.functional.normalize(means, dim=1).T).numpy()
+    # the anchors' rule, with the shipped anchors: the nearest class mean
+    shipped = [labels.index(label) for label in model.anchors.labels]
+    to_class = np.empty((len(test), len(labels)), dtype=np.float32)
+    to_class[:, shipped] = (test @ model.anchors.vectors.T).numpy()
     accuracy("class mean (prompt anchors)", to_class.argmax(1))
     to_caption = (test @ train.T).numpy()
     accuracy("nearest training caption", train_owner[to_caption.argmax(1)])
