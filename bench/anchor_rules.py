@@ -1,10 +1,13 @@
 """How well a prompt of unseen wording finds its action in MiniLM's sentence space: the held-out
 wording captions of every training class, matched to the training classes by several rules.
 
-The rule behind prompt anchors (``PromptAnchors.nearest``) is the nearest class mean of the
-training captions' pooled vectors; the alternatives are the nearest single training caption, k
-nearest captions voting, the nearest action mean, and gating the anchor by the margin between the
-two nearest classes or by the similarity itself (a gated-out prompt would be read alone).
+The rule behind prompt anchors (``PromptAnchors.nearest``) is a softmax classifier fitted on the
+training captions' unit pooled vectors, started at and pulled towards the class means
+(``fit_class_scores``); measured with the packaged model's own anchors, beside the same fit with
+other pulls, and the rules it replaced or was weighed against: the nearest class mean, the nearest
+single training caption, k nearest captions voting, the nearest action mean, and gating the
+class-mean anchor by the margin between the two nearest classes or by the similarity itself (a
+gated-out prompt would be read alone).
 
 Usage: python bench/anchor_rules.py --data ../shared/data/bandai-namco [--cache DIR]
        [--out bench/results/bandai-text/anchor-rules.json]
@@ -20,7 +23,7 @@ import numpy as np
 import torch
 
 from mofusion.checkpoint import default_checkpoint
-from mofusion.conditioning import CaptionBank
+from mofusion.conditioning import CaptionBank, PromptAnchors, fit_class_scores
 from mofusion.config import DataConfig
 from mofusion.data.dataset import load_dataset
 from mofusion.pipeline import MotionPipeline
@@ -56,15 +59,28 @@ def main() -> int:
     truth = action[test_owner]
 
     rows: dict[str, float] = {}
+    class_rows: dict[str, float] = {}
 
     def accuracy(name: str, predicted_class: np.ndarray) -> None:
         rows[name] = float(np.mean(action[predicted_class] == truth))
+        class_rows[name] = float(np.mean(predicted_class == test_owner))
 
-    # the anchors' rule, with the shipped anchors: the nearest class mean
-    shipped = [labels.index(label) for label in model.anchors.labels]
-    to_class = np.empty((len(test), len(labels)), dtype=np.float32)
-    to_class[:, shipped] = (test @ model.anchors.vectors.T).numpy()
-    accuracy("class mean (prompt anchors)", to_class.argmax(1))
+    def shipped_order(scores: torch.Tensor) -> np.ndarray:
+        """Scores over the packaged anchors' classes, put in the caption bank's class order."""
+        ordered = np.full((len(scores), len(labels)), -np.inf, dtype=np.float32)
+        ordered[:, [labels.index(label) for label in model.anchors.labels]] = scores.numpy()
+        return ordered
+
+    # the anchors' rule, with the shipped anchors: the fitted classifier
+    accuracy("fitted classifier (prompt anchors)", shipped_order(model.anchors.scores(test)).argmax(1))
+    owner = torch.from_numpy(train_owner)
+    for pull in (0.0, 1e-2):
+        weights, bias = fit_class_scores(train, owner, len(labels), pull=pull)
+        fitted = PromptAnchors(labels, labels, weights, bias)
+        accuracy(f"fitted classifier, pull {pull:g}", np.array(fitted.nearest(test)))
+    means = torch.zeros(len(labels), train.shape[1]).index_add_(0, owner, train)
+    to_class = (test @ torch.nn.functional.normalize(means, dim=1).T).numpy()
+    accuracy("class mean", to_class.argmax(1))
     to_caption = (test @ train.T).numpy()
     accuracy("nearest training caption", train_owner[to_caption.argmax(1)])
     for k in (5, 16, 32):
@@ -92,23 +108,35 @@ def main() -> int:
                 "right_when_anchored": float(right[used].mean()),
                 "right_when_gated_out": float(right[~used].mean()) if (~used).any() else None,
             }
-    per_action = {a: float(right[truth == a].mean()) for a in actions}
+    fitted_right = action[shipped_order(model.anchors.scores(test)).argmax(1)] == truth
+    per_action = {
+        a: {"class_mean": float(right[truth == a].mean()), "fitted": float(fitted_right[truth == a].mean())}
+        for a in actions
+    }
 
-    print(f"{len(test)} held-out-wording captions of {len(labels)} training classes; right action:")
+    print(
+        f"{len(test)} held-out-wording captions of {len(labels)} training classes; "
+        "right action (right class):"
+    )
     for name, value in rows.items():
-        print(f"  {name:30s} {value:.3f}")
+        exact = f" ({class_rows[name]:.3f})" if name in class_rows else ""
+        print(f"  {name:36s} {value:.3f}{exact}")
     for name, gate in gates.items():
         print(
-            f"  gate {name:25s} anchored {gate['anchored_share']:.2f}, right when anchored "
+            f"  class-mean gate {name:16s} anchored {gate['anchored_share']:.2f}, right when anchored "
             f"{gate['right_when_anchored']:.3f}, when gated out {gate['right_when_gated_out']:.3f}"
         )
-    print("  class mean, per action: " + ", ".join(f"{a} {v:.2f}" for a, v in per_action.items()))
+    print(
+        "  per action, class mean / fitted: "
+        + ", ".join(f"{a} {v['class_mean']:.2f}/{v['fitted']:.2f}" for a, v in per_action.items())
+    )
     result = {
         "captions": len(test),
         "classes": len(labels),
         "right_action": rows,
-        "gates": gates,
-        "class_mean_per_action": per_action,
+        "right_class": class_rows,
+        "class_mean_gates": gates,
+        "per_action": per_action,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

@@ -461,12 +461,44 @@ def test_anchors_pick_the_nearest_class_and_survive_a_file(tmp_path: Path) -> No
     )
     anchors = PromptAnchors(["a/x", "b/y", "c/z"], ["a x", "b y", "c z"], vectors)
     query = torch.tensor([[2.0, 0.1, 0.0], [0.0, -1.0, 0.2], [0.5, 0.0, 1.0], [0.9, 0.0, 0.8]])
-    # cosines by hand: row 3 [0.9, 0, 0.8] -> 0.75 with a, 0.95 with c
+    # cosines by hand: row 3 [0.9, 0, 0.8] -> 0.747 with a, 0.979 with c
     assert anchors.nearest(query) == [0, 2, 2, 2]
     anchors.save(tmp_path / "anchors.safetensors")
     back = PromptAnchors.load(tmp_path / "anchors.safetensors")
     assert back.labels == anchors.labels and back.texts == anchors.texts
-    torch.testing.assert_close(back.vectors, vectors, atol=1e-3, rtol=0)  # stored as float16
+    torch.testing.assert_close(back.vectors, vectors)
+    assert back.bias is None
+    # a bias moves the choice: row 3 scores 0.747 + 0.3 for a against 0.979 for c, row 1 scores
+    # 0.3 for a against 0.157 for c (row 2: 0.447 + 0.3 against 0.984 stays with c)
+    biased = PromptAnchors(anchors.labels, anchors.texts, vectors, torch.tensor([0.3, 0.0, 0.0]))
+    assert biased.nearest(query) == [0, 0, 2, 0]
+    biased.save(tmp_path / "biased.safetensors")
+    back = PromptAnchors.load(tmp_path / "biased.safetensors")
+    assert back.bias is not None and back.nearest(query) == [0, 0, 2, 0]
+
+
+def test_fitted_anchors_read_a_caption_the_class_means_misread() -> None:
+    """Captions on the unit circle: class 0 at 0 degrees (four) and 100 degrees, class 1 at 60.
+    The mean of class 0 lies at 14.4 degrees, 85.6 from its 100-degree caption, which is only 40
+    from class 1's mean: the nearest-mean rule gives that caption to class 1. A linear score with a bias cuts the
+    arc around 60 degrees off, so the fitted classifier reads all seven right, and the same
+    captions give the same anchors."""
+    import math
+
+    from mofusion.conditioning import fit_class_scores
+
+    def at(degrees: float) -> list[float]:
+        return [math.cos(math.radians(degrees)), math.sin(math.radians(degrees))]
+
+    unit = torch.tensor([at(0)] * 4 + [at(100)] + [at(60)] * 2)
+    owner = torch.tensor([0, 0, 0, 0, 0, 1, 1])
+    means = torch.nn.functional.normalize(torch.zeros(2, 2).index_add_(0, owner, unit), dim=1)
+    assert math.degrees(math.atan2(means[0, 1], means[0, 0])) == pytest.approx(14.4, abs=0.1)
+    assert (unit @ means.T).argmax(1).tolist() == [0, 0, 0, 0, 1, 1, 1]
+    weights, bias = fit_class_scores(unit, owner, 2)
+    assert (unit @ weights.T + bias).argmax(1).tolist() == owner.tolist()
+    again = fit_class_scores(unit, owner, 2)
+    assert torch.equal(again[0], weights) and torch.equal(again[1], bias)
 
 
 def test_a_prompt_is_read_with_its_anchor_caption() -> None:
@@ -537,7 +569,9 @@ def test_training_ships_anchors_and_export_can_add_or_keep_them(
     assert code == 0, err
     rebuilt = load_checkpoint(tmp_path / "rebuilt").anchors
     assert rebuilt is not None and rebuilt.labels == labels
-    torch.testing.assert_close(rebuilt.vectors, trained.anchors.vectors, atol=2e-3, rtol=0)
+    torch.testing.assert_close(rebuilt.vectors, trained.anchors.vectors, atol=1e-4, rtol=1e-4)
+    assert rebuilt.bias is not None and trained.anchors.bias is not None
+    torch.testing.assert_close(rebuilt.bias, trained.anchors.bias, atol=1e-4, rtol=1e-4)
 
 
 def test_the_packaged_model_reads_prompts_with_anchors() -> None:

@@ -6,7 +6,7 @@ captions are encoded once (and cached) with the configured text encoder, so a tr
 gathers rows of an embedding table.
 
 Prompt anchors (``sample.anchor_prompts``): a prompt is read together with the trained caption of
-the training class nearest to it in the encoder's sentence space ("someone strolls along
+the training class it lands on in the encoder's sentence space ("someone strolls along
 cheerfully" with "a person walks happily"), so wording the model never saw still lands on what it
 learnt. Measured on held-out wording in bench/results/bandai-text.
 """
@@ -98,39 +98,55 @@ class CaptionBank:
 
 @dataclass
 class PromptAnchors:
-    """The training classes in the text encoder's sentence space: per class, the mean of its
-    training captions' pooled vectors (unit length) and one plain trained caption to read beside
-    a prompt that lands nearest to it."""
+    """The training classes in the text encoder's sentence space, as a linear classifier of unit
+    pooled prompt vectors (``scores = vectors @ q + bias``), and one plain trained caption per class
+    to read beside a prompt that lands on it.
+
+    Built from the training captions (:meth:`from_bank`): the class means of their unit pooled
+    vectors, refined by a softmax classifier fitted on the same captions and pulled back towards
+    the means. The fit learns which directions of the sentence space tell actions apart (MiniLM
+    puts "nervously" next to "without confidence" whatever the verb); on held-out wording it finds
+    the right action for 86 % of captions against the class means' 83 %
+    (bench/results/bandai-text/anchor-rules.json). Anchors with no bias are the plain class means
+    (nearest by cosine)."""
 
     labels: list[str]
     texts: list[str]
-    vectors: Tensor  # (classes, D), unit rows
+    vectors: Tensor  # (classes, D)
+    bias: Tensor | None = None  # (classes,)
 
     FILE = "anchors.safetensors"
+    FIT_STEPS = 300
+    FIT_SCALE = 10.0  # logits are this times a cosine-like score: a softmax that is not flat
+    FIT_PULL = 1e-3  # weight of the squared distance from the class means
 
     @classmethod
     def from_bank(cls, bank: CaptionBank) -> PromptAnchors | None:
         """From a training caption bank, or None when its classes are clips with written captions."""
         if any("captions" in example for example in bank.label_examples):
             return None  # one class per clip: thousands of "classes", none of them a class
-        pooled = bank.table.pooled.float()
-        means = torch.stack(
-            [
-                pooled[s : s + c].mean(0)
-                for s, c in zip(bank.starts.tolist(), bank.counts.tolist(), strict=True)
-            ]
-        )
+        pooled = torch.nn.functional.normalize(bank.table.pooled.float(), dim=1)
+        owner = torch.repeat_interleave(torch.arange(len(bank.counts)), bank.counts)
+        vectors, bias = fit_class_scores(pooled, owner, len(bank.counts))
         texts = [anchor_caption(example) for example in bank.label_examples]
-        return cls(list(bank.label_names), texts, torch.nn.functional.normalize(means, dim=1))
+        return cls(list(bank.label_names), texts, vectors, bias)
+
+    def scores(self, pooled: Tensor) -> Tensor:
+        """Class scores ``(N, classes)`` of pooled prompt vectors ``(N, D)`` (made unit length)."""
+        query = torch.nn.functional.normalize(pooled.float().cpu(), dim=1)
+        scores = query @ self.vectors.T
+        return scores if self.bias is None else scores + self.bias
 
     def nearest(self, pooled: Tensor) -> list[int]:
-        """The nearest class of each pooled prompt vector ``(N, D)`` by cosine similarity."""
-        query = torch.nn.functional.normalize(pooled.float().cpu(), dim=1)
-        return (query @ self.vectors.T).argmax(1).tolist()
+        """The best-scoring class of each pooled prompt vector ``(N, D)``."""
+        return self.scores(pooled).argmax(1).tolist()
 
     def save(self, path: str | Path) -> None:
         meta = {"labels": json.dumps(self.labels), "texts": json.dumps(self.texts)}
-        save_file({"vectors": self.vectors.to(torch.float16).contiguous()}, str(path), metadata=meta)
+        tensors = {"vectors": self.vectors.float().contiguous()}
+        if self.bias is not None:
+            tensors["bias"] = self.bias.float().contiguous()
+        save_file(tensors, str(path), metadata=meta)
 
     @classmethod
     def load(cls, path: str | Path) -> PromptAnchors:
@@ -138,11 +154,42 @@ class PromptAnchors:
 
         with safe_open(str(path), "pt") as handle:
             meta = handle.metadata() or {}
-        vectors = load_file(str(path))["vectors"].float()
+        tensors = load_file(str(path))
+        vectors = tensors["vectors"].float()
+        bias = tensors["bias"].float() if "bias" in tensors else None
         labels, texts = json.loads(meta["labels"]), json.loads(meta["texts"])
-        if not (len(labels) == len(texts) == len(vectors)):
-            raise ValueError("labels, texts and vectors differ in length")
-        return cls(labels, texts, vectors)
+        if not (len(labels) == len(texts) == len(vectors)) or (bias is not None and len(bias) != len(labels)):
+            raise ValueError("labels, texts, vectors and bias differ in length")
+        return cls(labels, texts, vectors, bias)
+
+
+def fit_class_scores(
+    unit: Tensor,
+    owner: Tensor,
+    classes: int,
+    steps: int = PromptAnchors.FIT_STEPS,
+    scale: float = PromptAnchors.FIT_SCALE,
+    pull: float = PromptAnchors.FIT_PULL,
+) -> tuple[Tensor, Tensor]:
+    """A softmax classifier of unit vectors ``(N, D)`` into the classes ``owner`` (N,), started
+    at the unit class means and pulled towards them (``pull``): returns the weights ``(classes,
+    D)`` and bias ``(classes,)``, both with ``scale`` folded in. Full-batch Adam from a fixed start:
+    the same captions give the same anchors."""
+    with torch.inference_mode(False), torch.enable_grad():  # also when called for an export
+        unit, owner = unit.float().cpu().clone(), owner.cpu().clone()
+        means = torch.zeros(classes, unit.shape[1]).index_add_(0, owner, unit)
+        means = torch.nn.functional.normalize(means, dim=1)
+        weights = means.clone().requires_grad_(True)
+        bias = torch.zeros(classes, requires_grad=True)
+        optimizer = torch.optim.Adam([weights, bias], lr=1e-2)
+        for _ in range(steps):
+            logits = scale * (unit @ weights.T) + bias
+            loss = torch.nn.functional.cross_entropy(logits, owner)
+            loss = loss + pull * (weights - means).pow(2).sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return scale * weights.detach(), bias.detach()
 
 
 def encode_prompts(
