@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from mofusion.checkpoint import default_checkpoint
-from mofusion.conditioning import CaptionBank, PromptAnchors, fit_class_scores
+from mofusion.conditioning import CaptionBank, PromptAnchors, fit_class_scores, unit_class_means
 from mofusion.config import DataConfig
 from mofusion.data.dataset import load_dataset
 from mofusion.pipeline import MotionPipeline
@@ -72,14 +72,14 @@ def main() -> int:
         return ordered
 
     # the anchors' rule, with the shipped anchors: the fitted classifier
-    accuracy("fitted classifier (prompt anchors)", shipped_order(model.anchors.scores(test)).argmax(1))
+    shipped = shipped_order(model.anchors.scores(test)).argmax(1)
+    accuracy("fitted classifier (prompt anchors)", shipped)
     owner = torch.from_numpy(train_owner)
     for pull in (0.0, 1e-2):
         weights, bias = fit_class_scores(train, owner, len(labels), pull=pull)
         fitted = PromptAnchors(labels, labels, weights, bias)
         accuracy(f"fitted classifier, pull {pull:g}", np.array(fitted.nearest(test)))
-    means = torch.zeros(len(labels), train.shape[1]).index_add_(0, owner, train)
-    to_class = (test @ torch.nn.functional.normalize(means, dim=1).T).numpy()
+    to_class = (test @ unit_class_means(train, owner, len(labels)).T).numpy()
     accuracy("class mean", to_class.argmax(1))
     to_caption = (test @ train.T).numpy()
     accuracy("nearest training caption", train_owner[to_caption.argmax(1)])
@@ -108,7 +108,7 @@ def main() -> int:
                 "right_when_anchored": float(right[used].mean()),
                 "right_when_gated_out": float(right[~used].mean()) if (~used).any() else None,
             }
-    fitted_right = action[shipped_order(model.anchors.scores(test)).argmax(1)] == truth
+    fitted_right = action[shipped] == truth
     per_action = {
         a: {"class_mean": float(right[truth == a].mean()), "fitted": float(fitted_right[truth == a].mean())}
         for a in actions

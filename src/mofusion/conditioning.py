@@ -163,6 +163,13 @@ class PromptAnchors:
         return cls(labels, texts, vectors, bias)
 
 
+def unit_class_means(unit: Tensor, owner: Tensor, classes: int) -> Tensor:
+    """Per class, the mean of its unit vectors ``(N, D)`` (``owner``: class of each), made unit:
+    the class-mean anchors, and the start of :func:`fit_class_scores`."""
+    means = torch.zeros(classes, unit.shape[1], dtype=unit.dtype).index_add_(0, owner, unit)
+    return torch.nn.functional.normalize(means, dim=1)
+
+
 def fit_class_scores(
     unit: Tensor,
     owner: Tensor,
@@ -177,8 +184,7 @@ def fit_class_scores(
     the same captions give the same anchors."""
     with torch.inference_mode(False), torch.enable_grad():  # also when called for an export
         unit, owner = unit.float().cpu().clone(), owner.cpu().clone()
-        means = torch.zeros(classes, unit.shape[1]).index_add_(0, owner, unit)
-        means = torch.nn.functional.normalize(means, dim=1)
+        means = unit_class_means(unit, owner, classes)
         weights = means.clone().requires_grad_(True)
         bias = torch.zeros(classes, requires_grad=True)
         optimizer = torch.optim.Adam([weights, bias], lr=1e-2)
