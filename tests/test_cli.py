@@ -169,3 +169,29 @@ def test_evaluate_kinematics_table(
         rows[0]["bone_std_cm"] < 1e-4 and rows[2]["samples"] == 3
     )  # real bones are rigid (float32 features)
     assert "skating" in printed
+
+
+def test_resume_takes_loop_settings_and_refuses_other_changes(
+    tiny_run: Path, bandai_root: Path, session_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--set on --resume: a time limit or logging cadence is taken; a change to what is trained
+    is one clear line and exit 2, never dropped silently; a value equal to the run's passes."""
+    import json
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    common = ["train", "--resume", run_dir, "--out", run_dir, "--data", bandai_root, "--subset", "dataset-1",
+              "--cache", session_cache, "-q"]  # fmt: skip
+    code, _, err = run(capsys, *common, "--max-steps", "14", "--set", "train.lr=0.5")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--resume keeps the run's configuration: train.lr is 0.001 there, --set asks 0.5" in err
+    code, _, err = run(capsys, *common, "--max-steps", "14", "--set", "train.max_minutes=30",
+                       "--set", "train.log_every=1", "--set", "train.lr=0.001")  # fmt: skip
+    assert code == 0, err
+    latest = run_dir / "checkpoints" / (run_dir / "latest").read_text().strip().split("/")[-1]
+    config = json.loads((latest / "config.json").read_text())
+    assert config["config"]["train"]["max_minutes"] == 30 and config["config"]["train"]["log_every"] == 1
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+             if '"loss"' in line]  # fmt: skip
+    assert steps[-2:] == [13, 14]  # logged every step after the resume

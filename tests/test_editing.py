@@ -82,6 +82,30 @@ def test_random_masks(spec) -> None:  # type: ignore[no-untyped-def]
     assert 0.15 < float(empty) < 0.35
 
 
+def test_context_keyframe_masks(spec) -> None:  # type: ignore[no-untyped-def]
+    """The LAFAN1-style kind: one run of 1-10 known frames (40 frames: a quarter) and one known
+    frame after a gap, nothing known after that frame; weights pick the kind."""
+    table = ChannelTable.of(spec)
+    masks = random_masks(
+        table, spec, 300, 40, torch.Generator().manual_seed(1), unconditional=0.0,
+        weights=[0, 0, 0, 0, 0, 1],
+    )  # fmt: skip
+    pose = ~table.step
+    known_frames = masks[:, :, pose].all(-1).numpy()
+    for row in known_frames:
+        runs = np.flatnonzero(np.diff(np.concatenate([[0], row.astype(int), [0]])))
+        starts, stops = runs[::2], runs[1::2]
+        assert len(starts) == 2 and stops[1] - starts[1] == 1  # a context run and one keyframe
+        assert 1 <= stops[0] - starts[0] <= 10 and starts[1] > stops[0]
+        assert not row[stops[1] :].any()
+    assert known_frames[:, 0].mean() > 0.4  # half of the contexts open the window
+    weighted = random_masks(
+        table, spec, 300, 40, torch.Generator().manual_seed(1), unconditional=0.0,
+        weights=[0, 0, 0, 0, 1, 0],
+    )  # fmt: skip
+    assert weighted[:, :, table.joint == -1].all() and not weighted[:, :, table.joint >= 0].any()
+
+
 def test_parse_joints(spec) -> None:  # type: ignore[no-untyped-def]
     from mofusion.editing import parse_joints
 
@@ -281,3 +305,38 @@ def test_trajectory_alignment_undoes_a_rigid_move(bandai_clips: list[Path]) -> N
     known[[0, 59]] = True
     aligned = align_trajectory(moved, motion.positions(), known, rep)
     assert np.abs(aligned.positions() - motion.positions()).max() < 1e-6
+
+
+def test_eased_interp_meets_each_point_flat() -> None:
+    """Knots exact, held outside, midpoint of a segment as linear, zero slope at every knot."""
+    from mofusion.editing import eased_interp
+
+    xp, fp = np.array([2.0, 6.0, 8.0]), np.array([1.0, 5.0, -1.0])
+    assert eased_interp(xp, xp, fp) == pytest.approx(fp)
+    assert eased_interp(np.array([0.0, 10.0]), xp, fp) == pytest.approx([1.0, -1.0])
+    assert eased_interp(np.array([4.0, 7.0]), xp, fp) == pytest.approx([3.0, 2.0])
+    h = 1e-4
+    for x in (2.0, 6.0, 8.0):
+        for side in (-h, h):
+            assert abs(float(eased_interp(np.array([x + side]), xp, fp)[0]) - fp[xp == x][0]) < 1e-6
+    # by hand: a quarter of the way from 1 to 5 the smoothstep is 3/16 - 2/64 = 0.15625
+    assert float(eased_interp(np.array([3.0]), xp, fp)[0]) == pytest.approx(1.0 + 4.0 * 0.15625)
+
+
+def test_edit_without_a_checkpoint_uses_the_packaged_editing_model(
+    bandai_clips: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The packaged editing model (trained with masks) fills in a gap; the sidecar names it."""
+    import json
+
+    from mofusion.checkpoint import default_checkpoint
+    from mofusion.pipeline import MotionPipeline
+
+    assert MotionPipeline.from_checkpoint(default_checkpoint(edit=True)).edit_method == "both"
+    source = bandai_clip(bandai_clips, "walk_happy")
+    out = tmp_path / "filled.npy"
+    code = main(["edit", "-i", str(source), "--keep", "0-20,60-80", "--steps", "5", "-o", str(out), "-q"])
+    assert code == 0, capsys.readouterr().err
+    sidecar = json.loads(out.with_name(out.name + ".json").read_text())
+    assert sidecar["checkpoint"] == "packaged editing model"
+    assert np.isfinite(np.load(out)).all()

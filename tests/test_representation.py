@@ -172,3 +172,43 @@ def test_least_squares_path_by_hand() -> None:
     # three frames whose steps agree with the anchors: unchanged
     line = np.array([[[0.0], [2.0], [4.0]]])
     assert np.allclose(least_squares_path(line, np.full((1, 2, 1), 2.0), 10.0), line)
+
+
+def test_least_squares_path_smoothing_by_hand() -> None:
+    """Frames 0, 1 pinned at 0 and 1, frame 2 anchored at 0, acceleration weight a, no velocity
+    term: the minimiser of p2^2 + a (p2 - 2 + 0)^2 is p2 = 2a / (1 + a), pulled from its anchor
+    towards the pinned frames' straight continuation (2)."""
+    from mofusion.representation import least_squares_path
+
+    a = 4.0
+    anchors = np.array([[[0.0], [1.0], [0.0]]])
+    out = least_squares_path(anchors, np.zeros((1, 2, 1)), 0.0, np.array([[True, True, False]]), a)
+    assert out[0, :, 0] == pytest.approx([0.0, 1.0, 2 * a / (1 + a)], abs=1e-6)
+
+
+def test_least_squares_path_smoothing_matches_dense_solve() -> None:
+    """The banded normal equations against a dense least-squares solve of the stacked residuals."""
+    from mofusion.representation import least_squares_path
+
+    rng = np.random.default_rng(0)
+    frames, w, a = 9, 2.5, 7.0
+    anchors, steps = rng.normal(size=(1, frames, 2)), rng.normal(size=(1, frames - 1, 2))
+    pins = np.zeros((1, frames), dtype=bool)
+    pins[0, [0, 5]] = True
+    eye = np.eye(frames)
+    first = eye[1:] - eye[:-1]
+    second = eye[2:] - 2 * eye[1:-1] + eye[:-2]
+    data = np.where(pins[0], 1e4, 1.0)[:, None] * eye
+    matrix = np.concatenate([data, np.sqrt(w) * first, np.sqrt(a) * second])
+    for k in range(2):
+        rhs = np.concatenate(
+            [
+                np.where(pins[0], 1e4, 1.0) * anchors[0, :, k],
+                np.sqrt(w) * steps[0, :, k],
+                np.zeros(frames - 2),
+            ]
+        )
+        dense = np.linalg.lstsq(matrix, rhs, rcond=None)[0]
+        banded = least_squares_path(anchors, steps, w, pins, a)[0, :, k]
+        assert banded == pytest.approx(dense, abs=1e-5)
+        assert banded[[0, 5]] == pytest.approx(anchors[0, [0, 5], k], abs=1e-6)

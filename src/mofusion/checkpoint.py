@@ -57,11 +57,13 @@ class Checkpoint:
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 DEFAULT_MODEL = "bandai-text"
+EDIT_MODEL = "bandai-edit"
 
 
-def default_checkpoint() -> Path:
-    """The text-to-motion model that ships inside the package (trained on Bandai-Namco, CC BY-NC 4.0)."""
-    path = PRETRAINED_DIR / DEFAULT_MODEL
+def default_checkpoint(edit: bool = False) -> Path:
+    """A model that ships inside the package (trained on Bandai-Namco, CC BY-NC 4.0): the text-to-
+    motion model, or with ``edit`` the editing model (trained with masks; no text)."""
+    path = PRETRAINED_DIR / (EDIT_MODEL if edit else DEFAULT_MODEL)
     if not (path / MODEL_FILE).is_file():
         raise CheckpointError(f"{path}: the packaged default model is missing; pass --checkpoint")
     return path

@@ -92,7 +92,7 @@ def train(
 ) -> None:
     """Train a motion diffusion model."""
     from .checkpoint import load_checkpoint
-    from .config import MofusionConfig, load_config_file, preset_config
+    from .config import MofusionConfig, assigned_fields, load_config_file, preset_config, resume_changes
     from .training import Trainer
 
     cfg = preset_config(preset) if preset else MofusionConfig()
@@ -117,7 +117,12 @@ def train(
     started = time.perf_counter()
     if init_from is not None and resume is not None:
         raise MofusionError("--init-from starts a new run; it cannot be combined with --resume")
-    trainer = Trainer(cfg, out, resume=resume, progress=not quiet, cache=cache, init_from=init_from)
+    changes = None
+    if resume is not None:
+        changes = resume_changes(load_checkpoint(resume).config, cfg, assigned_fields(set_))
+    trainer = Trainer(
+        cfg, out, resume=resume, progress=not quiet, cache=cache, init_from=init_from, resume_changes=changes
+    )
     main = trainer.dist.is_main  # under accelerate launch / torchrun, rank 0 speaks for the job
     processes = f" x {trainer.dist.world_size} processes" if trainer.dist.enabled else ""
     if main:
@@ -403,7 +408,12 @@ def _write_task_result(result, clip, pipe, out: Path, render: Path | None, meta:
 
 
 _EditCheckpoint = Annotated[
-    Path | None, typer.Option("--checkpoint", "-c", help="Checkpoint (default: the packaged text model).")
+    Path | None,
+    typer.Option(
+        "--checkpoint",
+        "-c",
+        help="Checkpoint (default: the packaged editing model; with --text, the packaged text model).",
+    ),
 ]
 _EditText = Annotated[
     str | None, typer.Option("--text", "-t", help="What the new motion shows (text models).")
@@ -442,12 +452,13 @@ def continue_command(
     if context <= 0:
         raise MofusionError(f"--context must be positive, got {context}")
     text = check_text(text) if text is not None else None
-    pipe = MotionPipeline.from_checkpoint(checkpoint or default_checkpoint(), device)
+    # without a checkpoint: the packaged editing model, or the text model when --text is given
+    pipe = MotionPipeline.from_checkpoint(checkpoint or default_checkpoint(edit=text is None), device)
     clip = load_clip(input_path, pipe)
     keep = np.ones(clip.num_frames, dtype=bool)
     result = run_edit(pipe, clip, keep, extra_seconds=seconds, context_seconds=context, seed=seed,
                       method=method, sampler=sampler, steps=steps, progress=not quiet, text=text)  # type: ignore[arg-type]  # fmt: skip
-    meta = {"input": str(input_path), "checkpoint": str(checkpoint or "packaged"), "seed": seed,
+    meta = {"input": str(input_path), "checkpoint": str(checkpoint or _packaged_name(text)), "seed": seed,
             "kept_frames": clip.num_frames, "text": text}  # fmt: skip
     _write_task_result(result, clip, pipe, out, render, meta)
 
@@ -494,7 +505,8 @@ def edit_command(
     if keep is None and regenerate is None and not keep_trajectory:
         raise MofusionError("say what to keep: --keep FRAMES, --regenerate PART and/or --keep-trajectory")
     text = check_text(text) if text is not None else None
-    pipe = MotionPipeline.from_checkpoint(checkpoint or default_checkpoint(), device)
+    # without a checkpoint: the packaged editing model, or the text model when --text is given
+    pipe = MotionPipeline.from_checkpoint(checkpoint or default_checkpoint(edit=text is None), device)
     clip = load_clip(input_path, pipe)
     frames = (
         parse_ranges(keep, clip.num_frames) if keep is not None else np.zeros(clip.num_frames, dtype=bool)
@@ -503,9 +515,14 @@ def edit_command(
         raise MofusionError("--keep covers every frame: nothing is left to regenerate")
     result = run_edit(pipe, clip, frames, regenerate=regenerate, keep_trajectory=keep_trajectory, seed=seed,
                       method=method, sampler=sampler, steps=steps, progress=not quiet, text=text)  # type: ignore[arg-type]  # fmt: skip
-    meta = {"input": str(input_path), "checkpoint": str(checkpoint or "packaged"), "seed": seed, "keep": keep,
-            "regenerate": regenerate, "text": text}  # fmt: skip
+    meta = {"input": str(input_path), "checkpoint": str(checkpoint or _packaged_name(text)), "seed": seed,
+            "keep": keep, "regenerate": regenerate, "text": text}  # fmt: skip
     _write_task_result(result, clip, pipe, out, render, meta)
+
+
+def _packaged_name(text: str | None) -> str:
+    """What an edit without --checkpoint ran with (recorded in the result's sidecar)."""
+    return "packaged text model" if text is not None else "packaged editing model"
 
 
 # -- serve -----------------------------------------------------------------------------------------
@@ -910,6 +927,7 @@ def evaluate_inbetween(
     seed: Annotated[int, typer.Option()] = 0,
     sampler: Annotated[str | None, typer.Option()] = None,
     steps: Annotated[int | None, typer.Option()] = None,
+    split: Annotated[str, typer.Option(help="test (to report), or val (to choose settings on).")] = "test",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the table as JSON.")] = None,
     device: Annotated[str, typer.Option()] = "auto",
     cache: Annotated[Path | None, typer.Option()] = None,
@@ -922,7 +940,11 @@ def evaluate_inbetween(
             raise MofusionError(f"give one {name} per --checkpoint")
     for m in method or []:
         _check_method(m)
-    table = inbetween_table(checkpoint, data, seed, sampler, steps, device, cache, label, method, max_windows)
+    if split not in ("test", "val"):
+        raise MofusionError(f"--split must be test or val, not {split!r}")
+    table = inbetween_table(
+        checkpoint, data, seed, sampler, steps, device, cache, label, method, max_windows, split=split
+    )
     typer.echo(format_inbetween(table))
     _write_json(out, table)
 

@@ -192,6 +192,9 @@ class TrainConfig:
     """Probability of replacing the condition by the null condition (classifier-free guidance)."""
     mask_unconditional: float = 0.2
     """For mask-conditioned models: share of training windows with nothing known."""
+    mask_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 1.0, 0.0])
+    """For mask-conditioned models: how often each kind of mask is drawn, in the order prefix, gap,
+    keyframes, body part, trajectory, context-keyframe (see :func:`mofusion.editing.random_masks`)."""
     class_balance: float = 0.0
     """Exponent a of class-balanced window drawing: a clip's chance is its window count times its
     class's window count to the power -a (class: the clip's content label), so 0 draws every window
@@ -215,6 +218,11 @@ class TrainConfig:
         _require(0 <= self.ema_decay < 1, "train.ema_decay must be in [0, 1)")
         _require(0 <= self.cond_drop_prob <= 1, "train.cond_drop_prob must be in [0, 1]")
         _require(0 <= self.class_balance <= 1, "train.class_balance must be in [0, 1]")
+        _require(
+            len(self.mask_weights) == 6 and min(self.mask_weights) >= 0 and sum(self.mask_weights) > 0,
+            "train.mask_weights needs 6 weights >= 0 (prefix, gap, keyframes, body part, trajectory, "
+            "context-keyframe), not all 0",
+        )
         _require(self.precision in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16")
         for name in ("log_every", "val_every", "checkpoint_every", "keep_checkpoints"):
             _require(getattr(self, name) >= 1, f"train.{name} must be >= 1")
@@ -238,6 +246,11 @@ class SampleConfig:
     squared ratio of the two blocks' normalisation scales; 0 decodes the positions as they are.
     Chosen on the validation split's in-betweening windows (1, 4, 16, 64 tried); its effect is
     measured in bench/results/bandai2-inbetween."""
+    smoothing_weight: float = 0.0
+    """Weight of an acceleration penalty in the same least-squares decoding of joint positions
+    (``|P_{t+1} - 2 P_t + P_{t-1}|^2`` against the squared distance to the generated positions):
+    it smooths per-frame jitter and, in edits, the velocity change where generated frames meet
+    known ones. 0 (the default) leaves the decoding as it was."""
     anchor_prompts: bool = False
     """Text models: read each prompt together with the trained caption of its nearest training
     class (see :class:`mofusion.conditioning.PromptAnchors`); without anchors in the checkpoint
@@ -248,6 +261,7 @@ class SampleConfig:
         _require(self.steps >= 1, "sample.steps must be >= 1")
         _require(self.eta >= 0, "sample.eta must be >= 0")
         _require(self.velocity_weight >= 0, "sample.velocity_weight must be >= 0")
+        _require(self.smoothing_weight >= 0, "sample.smoothing_weight must be >= 0")
 
 
 @dataclass
@@ -317,6 +331,46 @@ class MofusionConfig:
                 raise ConfigError(f"--set: unknown field {key.strip()!r}")
             data[section][name] = _parse_literal(raw.strip())
         return MofusionConfig.from_dict(data, "overrides")
+
+
+RESUMABLE_FIELDS = (
+    "train.max_steps",
+    "train.max_minutes",
+    "train.log_every",
+    "train.val_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.val_batches",
+    "train.device",
+)
+"""Fields a resumed run may change: when and how long it trains, never what it trains."""
+
+
+def assigned_fields(assignments: list[str] | None) -> list[str]:
+    """The ``section.field`` names of ``--set section.field=value`` strings (validated by
+    :meth:`MofusionConfig.updated`)."""
+    return [text.partition("=")[0].strip() for text in assignments or [] if "=" in text]
+
+
+def resume_changes(run: MofusionConfig, asked: MofusionConfig, fields: list[str]) -> dict[str, Any]:
+    """The training-loop changes a resumed run takes from ``--set`` (``fields``), as nested
+    overrides; a field outside :data:`RESUMABLE_FIELDS` whose value differs from the run's is an
+    error, not silently dropped (the run's model, data and losses cannot change midway)."""
+    run_data, asked_data = run.to_dict(), asked.to_dict()
+    changes: dict[str, Any] = {}
+    for key in fields:
+        section, name = key.split(".", 1)
+        value = asked_data[section][name]
+        if key in RESUMABLE_FIELDS:
+            changes.setdefault(section, {})[name] = value
+        elif run_data[section][name] != value:
+            raise ConfigError(
+                f"--resume keeps the run's configuration: {key} is {run_data[section][name]!r} there, "
+                f"--set asks {value!r} (a resumed run may change only "
+                f"{', '.join(f.split('.', 1)[1] for f in RESUMABLE_FIELDS)}; "
+                "start a new run or use --init-from)"
+            )
+    return changes
 
 
 def _parse_literal(raw: str) -> Any:

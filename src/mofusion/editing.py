@@ -25,6 +25,7 @@ decoded, fitted by IK, and their root path is bent so that it meets the known fr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -216,6 +217,10 @@ def parse_ranges(text: str, num_frames: int, what: str = "--keep") -> np.ndarray
 # -- training masks ------------------------------------------------------------------------------------
 
 
+MASK_KINDS = ("prefix", "gap", "keyframes", "body-part", "trajectory", "context-keyframe")
+"""Kinds of training masks, in the order of ``train.mask_weights``."""
+
+
 def random_masks(
     table: ChannelTable,
     spec: FeatureSpec,
@@ -223,14 +228,21 @@ def random_masks(
     num_frames: int,
     generator: torch.Generator,
     unconditional: float = 0.2,
+    weights: Sequence[float] | None = None,
 ) -> Tensor:
-    """Random training masks ``(B, T, C)``: nothing known (``unconditional``), or, equally often, a
-    known prefix, known ends around a gap, scattered keyframes, every joint but a body part, or the
-    root trajectory alone."""
+    """Random training masks ``(B, T, C)``: nothing known (``unconditional``), or one of
+    :data:`MASK_KINDS` drawn with ``weights`` (None: the first five equally often): a known prefix,
+    known ends around a gap, scattered keyframes, every joint but a body part, the root trajectory
+    alone, or a few context frames and one keyframe after a gap with nothing known beyond it (the
+    LAFAN1 in-betweening task, which the gap kind covers only when its gap ends the window)."""
     frames = torch.zeros(batch, num_frames, dtype=torch.bool)
     joints = torch.zeros(batch, spec.num_joints, dtype=torch.bool)
     trajectory = torch.zeros(batch, dtype=torch.bool)
-    kinds = torch.randint(0, 5, (batch,), generator=generator)
+    if weights is None or list(weights) == [1.0, 1.0, 1.0, 1.0, 1.0, 0.0]:
+        kinds = torch.randint(0, 5, (batch,), generator=generator)  # the draws of models trained before
+    else:
+        probs = torch.tensor([float(w) for w in weights], dtype=torch.float64)
+        kinds = torch.multinomial(probs, batch, replacement=True, generator=generator)
     active = torch.rand(batch, generator=generator) >= unconditional
     parts = [
         body_part_joints(spec, p)
@@ -257,8 +269,18 @@ def random_masks(
             joints[b] = True
             joints[b, part] = False
             trajectory[b] = bool(0 not in part)
-        else:  # follow a root trajectory
+        elif kind == 4:  # follow a root trajectory
             trajectory[b] = True
+        else:  # 1 to 20 context frames, a gap of 1 to 60 % of the window, one keyframe, then nothing
+            context = 1 + int(draw[0] * min(20, num_frames // 4))
+            gap = 1 + int(draw[1] * max(1, int(num_frames * 0.6)))
+            room = num_frames - context - gap
+            if room < 1:
+                gap = max(1, num_frames - context - 1)
+                room = 1
+            start = 0 if draw[2] < 0.5 else int(torch.randint(0, room, (1,), generator=generator))
+            frames[b, start : start + context] = True
+            frames[b, min(num_frames - 1, start + context + gap)] = True
     return feature_mask(table, frames, joints, trajectory)
 
 
@@ -333,6 +355,16 @@ def _facing_yaw(representation, positions: np.ndarray) -> np.ndarray:  # type: i
     return -_yaw(quat_to_matrix(facing).numpy())  # facing maps world to the facing frame: invert
 
 
+def eased_interp(x: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    """``np.interp`` with a smoothstep (``3s^2 - 2s^3``) between neighbouring points: the curve
+    leaves and reaches each point with zero slope, so a correction spread over a gap adds no
+    velocity change where the gap meets known frames (linear interpolation adds a kink there)."""
+    u = np.interp(x, xp, np.arange(len(xp), dtype=np.float64))
+    k = np.floor(u)
+    s = u - k
+    return np.interp(k + s * s * (3.0 - 2.0 * s), np.arange(len(xp)), fp)
+
+
 def align_trajectory(
     generated: Motion,
     reference_positions: np.ndarray,
@@ -342,8 +374,9 @@ def align_trajectory(
     """Move and turn ``generated`` so that it meets the reference joint positions on ``known`` frames.
 
     The corrections (ground translation, heading) are measured on the known frames and
-    interpolated linearly over the frames between them (held before the first and after the last),
-    which bends the generated root path to end exactly where the next known frame starts.
+    interpolated over the frames between them with zero slope at both ends (held before the first
+    and after the last; see :func:`eased_interp`), which bends the generated root path to end
+    exactly where the next known frame starts without a kink where it leaves or meets them.
     """
     idx = np.flatnonzero(known[: len(reference_positions)])
     if len(idx) == 0:
@@ -354,7 +387,7 @@ def align_trajectory(
     ref_yaw = _facing_yaw(representation, ref_pos)
     d_yaw = np.unwrap(ref_yaw[idx] - gen_yaw[idx])
     frames = np.arange(generated.num_frames)
-    yaw = np.interp(frames, idx, d_yaw)
+    yaw = eased_interp(frames, idx, d_yaw)
     # turn each frame about its own root by the heading correction, then translate
     turn = Rotation.from_euler("y", yaw[:, None])
     root = generated.root_positions.copy()
@@ -365,7 +398,7 @@ def align_trajectory(
     turned_root[0] = root[0]
     turned_root[1:] = root[0] + np.cumsum(turned_steps, axis=0)
     offset_known = ref_pos[idx, 0] - turned_root[idx]
-    offset = np.stack([np.interp(frames, idx, offset_known[:, k]) for k in range(3)], axis=1)
+    offset = np.stack([eased_interp(frames, idx, offset_known[:, k]) for k in range(3)], axis=1)
     offset[:, 1] = 0.0
     new_root = turned_root + offset
     new_root[:, 1] = root[:, 1]

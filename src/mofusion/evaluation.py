@@ -245,8 +245,10 @@ def inbetween_table(
     methods: Sequence[str | None] | None = None,
     max_windows: int | None = None,
     transitions: Sequence[int] = TRANSITIONS,
+    split: str = "test",
 ) -> dict[str, Any]:
-    """L2Q, L2P and NPSS per transition length for the baselines and each model, on the test split.
+    """L2Q, L2P and NPSS per transition length for the baselines and each model, on the test split
+    (``split="val"``: the validation split, to choose settings on).
 
     Also per row: the foot-skating ratio over the windows and the velocity jump where the
     transition meets the known frames, as a multiple of the mean frame-to-frame change of velocity
@@ -257,9 +259,9 @@ def inbetween_table(
 
     pipes, dataset, rep = _comparable_models(checkpoints, data, device, cache)
     skeleton = rep.spec.skeleton
-    test = motion_windows(dataset.subset("test"), rep, 65, 40)
+    test = motion_windows(dataset.subset(split), rep, 65, 40)
     if not test:
-        raise MofusionError("no test clip is 65 frames long")
+        raise MofusionError(f"no {split} clip is 65 frames long")
     if max_windows is not None and len(test) > max_windows:
         picks = np.random.default_rng(seed).choice(len(test), size=max_windows, replace=False)
         test = [test[i] for i in sorted(picks)]
@@ -310,6 +312,7 @@ def inbetween_table(
             row[f"NPSS@{n_trans}"] = npss(pred_q[:, span], true_q[:, span])
             row.update(_seams_and_skating(pred_p, n_trans, change, toes, rep.spec.fps))
     return {
+        "split": split,
         "windows": len(test),
         "fps": rep.spec.fps,
         "transitions": list(transitions),
@@ -320,7 +323,8 @@ def inbetween_table(
 
 def format_inbetween(table: dict[str, Any]) -> str:
     lines = [
-        f"{table['windows']} test windows at {table['fps']:g} fps, {table['context_frames']} context frames"
+        f"{table['windows']} {table.get('split', 'test')} windows at {table['fps']:g} fps, "
+        f"{table['context_frames']} context frames"
     ]
     lengths = table["transitions"]
     width = max(28, *(len(row["name"]) + 2 for row in table["rows"]))

@@ -306,7 +306,9 @@ class MotionPipeline:
     def positions(self, features: Tensor, pinned: Tensor | None = None) -> Tensor:
         """Joint positions of generated features ``(..., T, C)`` in metres, consolidated with the
         velocity features (see ``sample.velocity_weight``)."""
-        return self.representation.consolidated_positions(features, self.velocity_weight, pinned)
+        return self.representation.consolidated_positions(
+            features, self.velocity_weight, pinned, self.config.sample.smoothing_weight
+        )
 
     def to_motions(
         self, features: Tensor, ik: bool = True, iterations: int = 100, pinned: Tensor | None = None

@@ -220,30 +220,58 @@ def _default_chains(skeleton: Skeleton) -> tuple[tuple[int, ...], ...]:
 
 
 def least_squares_path(
-    anchors: np.ndarray, steps: np.ndarray, weight: float, pinned: np.ndarray | None = None
+    anchors: np.ndarray,
+    steps: np.ndarray,
+    weight: float,
+    pinned: np.ndarray | None = None,
+    smoothing: float = 0.0,
 ) -> np.ndarray:
-    """Paths ``P`` ``(N, T, K)`` minimising ``sum |P_t - A_t|^2 + weight sum |P_{t+1} - P_t - D_t|^2``.
+    """Paths ``P`` ``(N, T, K)`` minimising ``sum |P_t - A_t|^2 + weight sum |P_{t+1} - P_t - D_t|^2
+    + smoothing sum |P_{t+1} - 2 P_t + P_{t-1}|^2``.
 
     ``anchors`` ``A`` is ``(N, T, K)``, ``steps`` ``D`` is ``(N, T - 1, K)``; a ``pinned`` frame
-    (``(N, T)`` bool) keeps its anchor. The normal equations are a symmetric tridiagonal system per
-    path, solved in O(T).
+    (``(N, T)`` bool) keeps its anchor. The normal equations are a symmetric banded system per
+    path (tridiagonal, pentadiagonal with ``smoothing``), solved in O(T). The acceleration term
+    spans pinned and free frames alike, so a free frame next to a pinned one is drawn towards the
+    pinned frames' velocity: a generated stretch enters and leaves known frames without a kink.
     """
     from scipy.linalg import solve_banded
 
     n, frames, _ = anchors.shape
     out = np.empty_like(anchors, dtype=np.float64)
     w = float(weight)
+    a = float(smoothing) if frames >= 3 else 0.0
+    diag = w * np.r_[1.0, np.full(frames - 2, 2.0), 1.0] if frames >= 2 else np.zeros(frames)
+    off1 = np.full(max(frames - 1, 0), -w)
+    off2 = np.zeros(max(frames - 2, 0))
+    if a > 0:
+        # the second difference's rows (1, -2, 1) start at columns 0 .. T-3; add a * D2^T D2's bands
+        coef, first = (1.0, -2.0, 1.0), np.arange(frames - 2)
+        for k in range(3):
+            np.add.at(diag, first + k, a * coef[k] ** 2)
+        for k in range(2):
+            np.add.at(off1, first + k, a * coef[k] * coef[k + 1])
+        np.add.at(off2, first, a * coef[0] * coef[2])
     for b in range(n):
         # a pinned frame's anchor term gets a weight that makes it exact to float precision
         data_weight = np.ones(frames) if pinned is None else np.where(pinned[b], 1e8, 1.0)
-        banded = np.zeros((3, frames))
-        banded[0, 1:] = -w
-        banded[1] = data_weight + w * np.r_[1.0, np.full(frames - 2, 2.0), 1.0]
-        banded[2, :-1] = -w
         rhs = data_weight[:, None] * anchors[b]
         rhs[:-1] -= w * steps[b]
         rhs[1:] += w * steps[b]
-        out[b] = solve_banded((1, 1), banded, rhs)
+        if a > 0:
+            banded = np.zeros((5, frames))
+            banded[0, 2:] = off2
+            banded[1, 1:] = off1
+            banded[2] = data_weight + diag
+            banded[3, :-1] = off1
+            banded[4, :-2] = off2
+            out[b] = solve_banded((2, 2), banded, rhs)
+        else:
+            banded = np.zeros((3, frames))
+            banded[0, 1:] = off1
+            banded[1] = data_weight + diag
+            banded[2, :-1] = off1
+            out[b] = solve_banded((1, 1), banded, rhs)
     return out
 
 
@@ -431,7 +459,11 @@ class MotionRepresentation:
         return torch.cat((root.unsqueeze(-2), world), dim=-2)
 
     def consolidated_positions(
-        self, features: Tensor, velocity_weight: float, pinned: Tensor | None = None
+        self,
+        features: Tensor,
+        velocity_weight: float,
+        pinned: Tensor | None = None,
+        smoothing: float = 0.0,
     ) -> Tensor:
         """World joint positions that agree with both position and velocity features, ``(..., T, J, 3)``.
 
@@ -441,11 +473,12 @@ class MotionRepresentation:
         ``sum_t |P_t - A_t|^2 + w sum_t |P_{t+1} - P_t - D_t|^2`` (``A`` the decoded positions, ``D``
         the decoded displacements) keeps the low frequencies of the first and the high frequencies
         of the second. On consistent features (real data) it returns the decoded positions.
-        ``pinned`` (``(..., T)`` bool) marks frames held at their decoded positions (known frames).
+        ``pinned`` (``(..., T)`` bool) marks frames held at their decoded positions (known frames);
+        ``smoothing`` adds an acceleration penalty (see :func:`least_squares_path`).
         """
         positions = self.decode_positions(features)
         frames = positions.shape[-3]
-        if frames < 2 or velocity_weight <= 0:
+        if frames < 2 or (velocity_weight <= 0 and smoothing <= 0):
             return positions
         facing, _ = self.root_trajectory(features)
         j = self.spec.num_joints
@@ -462,6 +495,7 @@ class MotionRepresentation:
             steps.reshape((-1, frames - 1, j * 3)),
             velocity_weight,
             pins,
+            smoothing,
         )
         result = torch.from_numpy(out.reshape(batch_shape + (frames, j, 3)))
         return result.to(dtype=positions.dtype, device=positions.device)

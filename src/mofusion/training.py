@@ -118,6 +118,8 @@ class Trainer:
         init_from: start a new run from these (EMA) weights; the skeleton and feature layout must
             match. Input channels that the source model lacks (mask conditioning) start at zero, so
             the new model begins as the source model.
+        resume_changes: nested overrides of the resumed run's training loop (``max_steps`` and
+            ``device`` always come from ``config``; see :func:`mofusion.config.resume_changes`).
     """
 
     def __init__(
@@ -129,6 +131,7 @@ class Trainer:
         progress: bool = True,
         cache: str | Path | None = None,
         init_from: str | Path | None = None,
+        resume_changes: dict[str, Any] | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         # under accelerate launch / torchrun: one process of several (each with its own device)
@@ -159,7 +162,7 @@ class Trainer:
             # the run keeps its own model, schedule and data layout; only the schedule of steps may change
             config = checkpoint.config.updated(
                 {"train": {"max_steps": config.train.max_steps, "device": config.train.device}}
-            )
+            ).updated(resume_changes or {})
             self.dataset.normalizer = checkpoint.normalizer
         config = config.updated({"denoiser": {"feature_dim": dataset.spec.dim}})
         if config.condition.kind == "music":
@@ -294,6 +297,7 @@ class Trainer:
                 x0.shape[1],
                 generator,
                 self.config.train.mask_unconditional,
+                self.config.train.mask_weights,
             ).to(self.device)
             known_mask = known_mask & mask[..., None]
         t = torch.randint(0, self.schedule.num_steps, (batch,), generator=generator).to(self.device)

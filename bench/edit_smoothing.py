@@ -1,0 +1,132 @@
+"""Choose ``sample.smoothing_weight`` for an editing model on *validation* windows.
+
+The in-betweening benchmark's protocol (10 context frames, a transition, one target frame; windows
+of 65 frames every 40, turned to face +Z) on the validation split: each transition length is
+sampled once and the same samples are decoded with every smoothing weight, so the rows differ only
+by the decoding. Prints L2P, L2Q, NPSS and the velocity jump at the keyframes per weight beside the
+interpolation baseline, and writes them as JSON. The test split is left for the reported table
+(``mofusion evaluate inbetween``).
+
+Usage: python bench/edit_smoothing.py -c RUN_OR_EXPORT --data ../shared/data/bandai-namco
+       [--weights 0,64,256,1024] [--transitions 15,30] [--max-windows 120]
+       [--out bench/results/bandai2-inbetween/smoothing-val.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mofusion.editing import EditRequest
+from mofusion.evaluation import N_PAST, _comparable_models, global_transforms, motion_windows
+from mofusion.metrics.inbetween import interpolation_baseline, l2p, l2q, npss
+from mofusion.motion import Motion
+
+
+def jump(positions: np.ndarray, window: int, change: float) -> float:
+    """Mean velocity change entering and leaving the transition over the real windows' mean change."""
+    v = np.diff(positions, axis=1)
+    entry = np.linalg.norm(v[:, N_PAST - 1] - v[:, N_PAST - 2], axis=-1).mean()
+    exit_ = np.linalg.norm(v[:, window - 2] - v[:, window - 3], axis=-1).mean()
+    return float((entry + exit_) / 2 / change)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-c", "--checkpoint", required=True, type=Path)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--weights", default="0,64,256,1024")
+    parser.add_argument("--transitions", default="15,30")
+    parser.add_argument("--max-windows", type=int, default=120)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--method", default=None, help="replace, condition or both (default: the model's)")
+    parser.add_argument("--cache", type=Path, default=None)
+    parser.add_argument(
+        "--out", type=Path, default=Path("bench/results/bandai2-inbetween/smoothing-val.json")
+    )
+    args = parser.parse_args()
+    weights = [float(w) for w in args.weights.split(",")]
+    (pipe,), dataset, rep = _comparable_models([args.checkpoint], args.data, "cpu", args.cache)
+    windows = motion_windows(dataset.subset("val"), rep, 65, 40)
+    if len(windows) > args.max_windows:
+        picks = np.random.default_rng(0).choice(len(windows), size=args.max_windows, replace=False)
+        windows = [windows[i] for i in sorted(picks)]
+    stats = global_transforms(motion_windows(dataset.subset("train"), rep, 50, 20))[1]
+    mean, std = stats.mean(axis=(0, 1)), stats.std(axis=(0, 1))
+    generate = pipe.generate
+    rows = []
+    started = time.perf_counter()
+    for n_trans in (int(n) for n in args.transitions.split(",")):
+        window = N_PAST + n_trans + 1
+        clips = [m.slice(0, window) for m in windows]
+        true_q, true_p = global_transforms(clips)
+        change = float(np.linalg.norm(np.diff(true_p, n=2, axis=1), axis=-1).mean())
+        span = slice(N_PAST, window - 1)
+        local = np.stack([m.rotations for m in clips])
+        roots = np.stack([m.root_positions for m in clips])
+        local[:, span], roots[:, span] = interpolation_baseline(local, roots, N_PAST - 1, window - 1)
+
+        def scores(motions: list[Motion], span: slice = span, window: int = window, change: float = change,
+                   true_q: np.ndarray = true_q, true_p: np.ndarray = true_p) -> dict[str, float]:  # fmt: skip
+            q, p = global_transforms(motions)
+            return {"L2P": l2p(p[:, span], true_p[:, span], mean, std),
+                    "L2Q": l2q(q[:, span], true_q[:, span]),
+                    "NPSS": npss(q[:, span], true_q[:, span]),
+                    "jump": jump(p, window, change)}  # fmt: skip
+
+        interpolated = [
+            Motion(rep.spec.skeleton, a, b, rep.spec.fps) for a, b in zip(local, roots, strict=True)
+        ]
+        rows.append({"transition": n_trans, "row": "interpolation", **scores(interpolated)})
+        known = np.zeros(window, dtype=bool)
+        known[:N_PAST] = True
+        known[-1] = True
+        requests = [EditRequest(window, known, motion=m) for m in clips]
+        memo: dict[str, object] = {}
+
+        def once(*a, _memo=memo, **k):  # type: ignore[no-untyped-def]
+            """The first call samples; later calls (other weights) reuse its samples."""
+            if "g" not in _memo:
+                _memo["g"] = generate(*a, **k)
+            return _memo["g"]
+
+        pipe.generate = once  # type: ignore[method-assign]
+        for weight in weights:
+            pipe.config.sample.smoothing_weight = weight
+            results = pipe.edit(requests, seed=0, method=args.method, sampler="ddpm", steps=args.steps)
+            row = {"transition": n_trans, "row": f"smoothing {weight:g}", "smoothing_weight": weight,
+                   **scores([x.motion for x in results])}  # fmt: skip
+            rows.append(row)
+        pipe.generate = generate  # type: ignore[method-assign]
+        for row in rows:
+            if row["transition"] == n_trans:
+                print(f"{n_trans:>3} frames  {row['row']:<16} L2P {row['L2P']:.3f}  L2Q {row['L2Q']:.3f}  "
+                      f"NPSS {row['NPSS']:.4f}  jump {row['jump']:.2f}", flush=True)  # fmt: skip
+    result = {
+        "checkpoint": str(args.checkpoint),
+        "split": "val",
+        "windows": len(windows),
+        "method": args.method or pipe.edit_method,
+        "sampler": f"ddpm {args.steps}",
+        "rows": rows,
+        "seconds": round(time.perf_counter() - started, 1),
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    tmp.replace(args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
