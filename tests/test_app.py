@@ -81,6 +81,7 @@ def test_edit_an_earlier_motion_and_an_upload(client: TestClient, tmp_path: Path
     assert response.status_code == 202, response.text
     state = _wait(client, response.json()["job"])
     assert state["status"] == "done" and state["source"] == first, state
+    assert state["model"] == "packaged editing model"  # no text: the model trained with masks
     edited = client.get(f"/api/motions/{state['motions'][0]}.json").json()
     original = client.get(f"/api/motions/{first}.json").json()
     kept = np.array(edited["kept"])

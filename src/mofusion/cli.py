@@ -535,7 +535,8 @@ def serve_command(
         typer.Option(
             "--checkpoint",
             "-c",
-            help="Model(s) to serve (default: the packaged text model; 'packaged' names it beside others).",
+            help="Model(s) to serve (default: the packaged text and editing models; 'packaged' and "
+            "'packaged-edit' name them beside others).",
         ),
     ] = None,
     host: Annotated[str, typer.Option(help="Address to bind (127.0.0.1: this machine only).")] = "127.0.0.1",

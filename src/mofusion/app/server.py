@@ -36,6 +36,8 @@ MAX_BVH_BYTES = 20 * 2**20
 MAX_AUDIO_BYTES = 50 * 2**20
 MAX_SECONDS = 60.0
 MAX_SAMPLES = 8
+EDITING_MODEL = "packaged editing model"
+"""Edits that name no model and carry no text run on it when it is loaded (the default)."""
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
 AUDIO_TYPE_PREFIXES = ("audio/", "application/octet-stream", "video/ogg")
 BVH_TYPES = {"", "application/octet-stream", "text/plain", "application/x-bvh", "model/bvh", "text/x-bvh"}
@@ -232,6 +234,9 @@ def create_app(
             return _error(
                 413, f"the upload is {declared / 2**20:.1f} MB; at most {MAX_BVH_BYTES // 2**20} MB"
             )
+        # an edit without a named model or a text goes to the packaged editing model when it is loaded
+        if model is None and not text and EDITING_MODEL in pipelines:
+            model = EDITING_MODEL
         pipe = pipeline(model)
         if (file is None) == (motion is None):
             raise HTTPException(422, "give either a BVH file or the id of a motion")
@@ -269,6 +274,7 @@ def create_app(
             result = run_edit(pipe, clip, frames, regenerate=regenerate, seed=seed, steps=steps, text=text)
             label = f"edit of {source}" + (f": {text}" if text else "")
             out = {"motions": store_motions([result.motion], result.fps, label, result.kept, pipe.file_scale)}
+            out["model"] = model or names[0]
             if motion is not None:
                 out["source"] = motion  # shown beside the edit
             return out
@@ -342,7 +348,7 @@ def create_app(
         out = job.public()
         if job.status == "done":
             out["motions"] = job.result["motions"]
-            for key in ("source", "read_with"):
+            for key in ("source", "read_with", "model"):
                 if key in job.result:
                     out[key] = job.result[key]
         return out
@@ -402,17 +408,21 @@ def _attachment(name: str) -> dict[str, str]:
     return {"Content-Disposition": f'attachment; filename="{name}"'}
 
 
+PACKAGED = {"packaged": "packaged text model", "packaged-edit": EDITING_MODEL}
+
+
 def load_pipelines(
     checkpoints: list[Path] | None, device: str = "auto", acceleration: str = "auto"
 ) -> dict[str, MotionPipeline]:
-    """``{name: pipeline}`` for the given checkpoints (default: the packaged text model, which
-    ``packaged`` also names, e.g. beside a music model)."""
+    """``{name: pipeline}`` for the given checkpoints (default: the packaged text model and the
+    packaged editing model, which ``packaged`` and ``packaged-edit`` also name, e.g. beside a music
+    model)."""
     from ..checkpoint import default_checkpoint
 
     out: dict[str, MotionPipeline] = {}
-    for path in checkpoints or [Path("packaged")]:
-        packaged = str(path) == "packaged"
-        name = "packaged text model" if packaged else Path(path).name
-        source = default_checkpoint() if packaged else path
+    for path in checkpoints or [Path("packaged"), Path("packaged-edit")]:
+        packaged = PACKAGED.get(str(path))
+        name = packaged or Path(path).name
+        source = default_checkpoint(edit=str(path) == "packaged-edit") if packaged else path
         out[name] = MotionPipeline.from_checkpoint(source, device, acceleration)
     return out
