@@ -340,3 +340,20 @@ def test_edit_without_a_checkpoint_uses_the_packaged_editing_model(
     sidecar = json.loads(out.with_name(out.name + ".json").read_text())
     assert sidecar["checkpoint"] == "packaged editing model"
     assert np.isfinite(np.load(out)).all()
+
+
+def test_inbetween_benchmark_on_the_validation_split(
+    tiny_run: Path, bandai_root: Path, session_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--split val measures validation windows (to choose settings on); anything else is refused."""
+    import json
+
+    common = ["evaluate", "inbetween", "-c", str(tiny_run), "--data", str(bandai_root), "--max-windows", "3",
+              "--steps", "2", "--cache", str(session_cache)]  # fmt: skip
+    assert main([*common, "--split", "train"]) == 2
+    assert "--split must be test or val" in capsys.readouterr().err
+    out = tmp_path / "val.json"
+    assert main([*common, "--split", "val", "-o", str(out)]) == 0, capsys.readouterr().err
+    table = json.loads(out.read_text())
+    assert table["split"] == "val" and table["windows"] == 3
+    assert "3 val windows" in capsys.readouterr().out
