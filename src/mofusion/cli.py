@@ -99,8 +99,9 @@ def train(
     if config is not None:
         cfg = cfg.updated(load_config_file(config))
     overrides: dict = {"data": {}, "train": {}, "loss": {}}
-    if resume is not None and data is None:
-        data = load_checkpoint(resume).config.data.path
+    resumed = load_checkpoint(resume).config if resume is not None else None
+    if resumed is not None and data is None:
+        data = resumed.data.path
     if data is not None:
         overrides["data"]["path"] = str(data)
     if subset:
@@ -117,9 +118,7 @@ def train(
     started = time.perf_counter()
     if init_from is not None and resume is not None:
         raise MofusionError("--init-from starts a new run; it cannot be combined with --resume")
-    changes = None
-    if resume is not None:
-        changes = resume_changes(load_checkpoint(resume).config, cfg, assigned_fields(set_))
+    changes = resume_changes(resumed, cfg, assigned_fields(set_)) if resumed is not None else None
     trainer = Trainer(
         cfg, out, resume=resume, progress=not quiet, cache=cache, init_from=init_from, resume_changes=changes
     )

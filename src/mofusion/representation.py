@@ -241,37 +241,32 @@ def least_squares_path(
     out = np.empty_like(anchors, dtype=np.float64)
     w = float(weight)
     a = float(smoothing) if frames >= 3 else 0.0
-    diag = w * np.r_[1.0, np.full(frames - 2, 2.0), 1.0] if frames >= 2 else np.zeros(frames)
-    off1 = np.full(max(frames - 1, 0), -w)
-    off2 = np.zeros(max(frames - 2, 0))
+    # the matrix's bands in solve_banded's layout (row u holds the diagonal), the same for every
+    # path but for the data weights: tridiagonal, or pentadiagonal with the acceleration term
+    u = 2 if a > 0 else 1
+    bands = np.zeros((2 * u + 1, frames))
+    if frames >= 2:
+        bands[u] = w * np.r_[1.0, np.full(frames - 2, 2.0), 1.0]
+        bands[u - 1, 1:] = bands[u + 1, :-1] = -w
     if a > 0:
-        # the second difference's rows (1, -2, 1) start at columns 0 .. T-3; add a * D2^T D2's bands
+        # the second difference's rows (1, -2, 1) start at columns 0 .. T-3; add a * D2^T D2
         coef, first = (1.0, -2.0, 1.0), np.arange(frames - 2)
         for k in range(3):
-            np.add.at(diag, first + k, a * coef[k] ** 2)
+            np.add.at(bands[u], first + k, a * coef[k] ** 2)
         for k in range(2):
-            np.add.at(off1, first + k, a * coef[k] * coef[k + 1])
-        np.add.at(off2, first, a * coef[0] * coef[2])
+            np.add.at(bands[u - 1], first + k + 1, a * coef[k] * coef[k + 1])
+            np.add.at(bands[u + 1], first + k, a * coef[k] * coef[k + 1])
+        np.add.at(bands[0], first + 2, a * coef[0] * coef[2])
+        np.add.at(bands[4], first, a * coef[0] * coef[2])
     for b in range(n):
         # a pinned frame's anchor term gets a weight that makes it exact to float precision
         data_weight = np.ones(frames) if pinned is None else np.where(pinned[b], 1e8, 1.0)
+        banded = bands.copy()
+        banded[u] += data_weight
         rhs = data_weight[:, None] * anchors[b]
         rhs[:-1] -= w * steps[b]
         rhs[1:] += w * steps[b]
-        if a > 0:
-            banded = np.zeros((5, frames))
-            banded[0, 2:] = off2
-            banded[1, 1:] = off1
-            banded[2] = data_weight + diag
-            banded[3, :-1] = off1
-            banded[4, :-2] = off2
-            out[b] = solve_banded((2, 2), banded, rhs)
-        else:
-            banded = np.zeros((3, frames))
-            banded[0, 1:] = off1
-            banded[1] = data_weight + diag
-            banded[2, :-1] = off1
-            out[b] = solve_banded((1, 1), banded, rhs)
+        out[b] = solve_banded((u, u), banded, rhs)
     return out
 
 

@@ -408,7 +408,8 @@ def _attachment(name: str) -> dict[str, str]:
     return {"Content-Disposition": f'attachment; filename="{name}"'}
 
 
-PACKAGED = {"packaged": "packaged text model", "packaged-edit": EDITING_MODEL}
+PACKAGED = {"packaged": ("packaged text model", False), "packaged-edit": (EDITING_MODEL, True)}
+"""``--checkpoint`` words for the packaged models: their name here and whether it is the editing one."""
 
 
 def load_pipelines(
@@ -422,7 +423,7 @@ def load_pipelines(
     out: dict[str, MotionPipeline] = {}
     for path in checkpoints or [Path("packaged"), Path("packaged-edit")]:
         packaged = PACKAGED.get(str(path))
-        name = packaged or Path(path).name
-        source = default_checkpoint(edit=str(path) == "packaged-edit") if packaged else path
+        name = packaged[0] if packaged else Path(path).name
+        source = default_checkpoint(edit=packaged[1]) if packaged else path
         out[name] = MotionPipeline.from_checkpoint(source, device, acceleration)
     return out
