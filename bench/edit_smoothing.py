@@ -1,14 +1,15 @@
-"""Choose ``sample.smoothing_weight`` for an editing model on *validation* windows.
+"""Choose ``sample.smoothing_weight`` and ``sample.temperature`` for an editing model on
+*validation* windows.
 
 The in-betweening benchmark's protocol (10 context frames, a transition, one target frame; windows
 of 65 frames every 40, turned to face +Z) on the validation split: each transition length is
-sampled once and the same samples are decoded with every smoothing weight, so the rows differ only
-by the decoding. Prints L2P, L2Q, NPSS and the velocity jump at the keyframes per weight beside the
-interpolation baseline, and writes them as JSON. The test split is left for the reported table
-(``mofusion evaluate inbetween``).
+sampled once per temperature and the same samples are decoded with every smoothing weight, so rows
+of one temperature differ only by the decoding. Prints L2P, L2Q, NPSS and the velocity jump at the
+keyframes per setting beside the interpolation baseline, and writes them as JSON. The test split is
+left for the reported table (``mofusion evaluate inbetween``).
 
 Usage: python bench/edit_smoothing.py -c RUN_OR_EXPORT --data ../shared/data/bandai-namco
-       [--weights 0,64,256,1024] [--transitions 15,30] [--max-windows 120]
+       [--weights 0,64,256,1024] [--temperatures 1] [--transitions 15,30] [--max-windows 120]
        [--out bench/results/bandai2-inbetween/smoothing-val.json]
 """
 
@@ -42,6 +43,7 @@ def main() -> int:
     parser.add_argument("-c", "--checkpoint", required=True, type=Path)
     parser.add_argument("--data", required=True)
     parser.add_argument("--weights", default="0,64,256,1024")
+    parser.add_argument("--temperatures", default="1", help="sampling temperatures, each sampled once")
     parser.add_argument("--transitions", default="15,30")
     parser.add_argument("--max-windows", type=int, default=120)
     parser.add_argument("--steps", type=int, default=50)
@@ -52,6 +54,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     weights = [float(w) for w in args.weights.split(",")]
+    temperatures = [float(t) for t in args.temperatures.split(",")]
     (pipe,), dataset, rep = _comparable_models([args.checkpoint], args.data, "cpu", args.cache)
     windows = motion_windows(dataset.subset("val"), rep, 65, 40)
     if len(windows) > args.max_windows:
@@ -88,25 +91,30 @@ def main() -> int:
         known[:N_PAST] = True
         known[-1] = True
         requests = [EditRequest(window, known, motion=m) for m in clips]
-        memo: dict[str, object] = {}
+        for temperature in temperatures:
+            memo: dict[str, object] = {}
 
-        def once(*a, _memo=memo, **k):  # type: ignore[no-untyped-def]
-            """The first call samples; later calls (other weights) reuse its samples."""
-            if "g" not in _memo:
-                _memo["g"] = generate(*a, **k)
-            return _memo["g"]
+            def once(*a, _memo=memo, **k):  # type: ignore[no-untyped-def]
+                """The first call samples; later calls (other weights) reuse its samples."""
+                if "g" not in _memo:
+                    _memo["g"] = generate(*a, **k)
+                return _memo["g"]
 
-        pipe.generate = once  # type: ignore[method-assign]
-        for weight in weights:
-            pipe.config.sample.smoothing_weight = weight
-            results = pipe.edit(requests, seed=0, method=args.method, sampler="ddpm", steps=args.steps)
-            row = {"transition": n_trans, "row": f"smoothing {weight:g}", "smoothing_weight": weight,
-                   **scores([x.motion for x in results])}  # fmt: skip
-            rows.append(row)
+            pipe.generate = once  # type: ignore[method-assign]
+            pipe.config.sample.temperature = temperature
+            for weight in weights:
+                pipe.config.sample.smoothing_weight = weight
+                results = pipe.edit(requests, seed=0, method=args.method, sampler="ddpm", steps=args.steps)
+                name = f"smoothing {weight:g}"
+                if len(temperatures) > 1:
+                    name += f", temperature {temperature:g}"
+                row = {"transition": n_trans, "row": name, "smoothing_weight": weight,
+                       "temperature": temperature, **scores([x.motion for x in results])}  # fmt: skip
+                rows.append(row)
         pipe.generate = generate  # type: ignore[method-assign]
         for row in rows:
             if row["transition"] == n_trans:
-                print(f"{n_trans:>3} frames  {row['row']:<16} L2P {row['L2P']:.3f}  L2Q {row['L2Q']:.3f}  "
+                print(f"{n_trans:>3} frames  {row['row']:<30} L2P {row['L2P']:.3f}  L2Q {row['L2Q']:.3f}  "
                       f"NPSS {row['NPSS']:.4f}  jump {row['jump']:.2f}", flush=True)  # fmt: skip
     result = {
         "checkpoint": str(args.checkpoint),

@@ -339,7 +339,21 @@ def test_edit_without_a_checkpoint_uses_the_packaged_editing_model(
     assert code == 0, capsys.readouterr().err
     sidecar = json.loads(out.with_name(out.name + ".json").read_text())
     assert sidecar["checkpoint"] == "packaged editing model"
+    assert sidecar["temperature"] == 0.15  # the packaged model's, chosen on validation windows
     assert np.isfinite(np.load(out)).all()
+    # --temperature overrides it (recorded, and the step noise changes the frames in the gap)
+    warm = tmp_path / "warm.npy"
+    code = main(["edit", "-i", str(source), "--keep", "0-20,60-80", "--steps", "5", "--temperature", "1",
+                 "-o", str(warm), "-q"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert json.loads(warm.with_name(warm.name + ".json").read_text())["temperature"] == 1.0
+    assert not np.allclose(np.load(warm), np.load(out))
+    bad = tmp_path / "bad.npy"
+    code = main(
+        ["edit", "-i", str(source), "--keep", "0-20,60-80", "--temperature", "3", "-o", str(bad), "-q"]
+    )
+    assert code == 2 and "--temperature must be between 0 and 2" in capsys.readouterr().err
+    assert not bad.exists()
 
 
 def test_inbetween_benchmark_on_the_validation_split(

@@ -60,6 +60,11 @@ DEFAULT_MODEL = "bandai-text"
 EDIT_MODEL = "bandai-edit"
 
 
+def packaged_name(edit: bool = False) -> str:
+    """How results, the browser app and logs name a packaged model (one spelling everywhere)."""
+    return "packaged editing model" if edit else "packaged text model"
+
+
 def default_checkpoint(edit: bool = False) -> Path:
     """A model that ships inside the package (trained on Bandai-Namco, CC BY-NC 4.0): the text-to-
     motion model, or with ``edit`` the editing model (trained with masks; no text)."""

@@ -120,10 +120,15 @@ class StepCoefficients:
 
 
 class _Sampler:
-    def __init__(self, schedule: NoiseSchedule, clip: Tensor | None = None) -> None:
+    def __init__(self, schedule: NoiseSchedule, clip: Tensor | None = None, temperature: float = 1.0) -> None:
+        if temperature < 0:
+            raise MofusionError("the sampling temperature must be >= 0")
         self.schedule = schedule
         self.timesteps = spaced_timesteps(schedule.num_steps, schedule.num_steps)
         self.clip = clip
+        self.temperature = temperature
+        """Scale of the noise each reverse step adds (1: the trained process; below 1 draws closer
+        to the likeliest motion, as a lower temperature does in other generative models)."""
 
     def set_timesteps(self, num_steps: int) -> None:
         self.timesteps = spaced_timesteps(self.schedule.num_steps, num_steps)
@@ -186,14 +191,18 @@ class DDPMSampler(_Sampler):
         # 3. posterior variance beta~ = beta (1 - alpha_bar_s) / (1 - alpha_bar_t); none after the last step
         last = index + 1 >= len(self.timesteps)
         sigma = 0.0 if last else math.sqrt(beta * (1 - ab_s) / (1 - ab_t))
-        return StepCoefficients(math.sqrt(ab_t), math.sqrt(1 - ab_t), x0_weight, xt_weight, 0.0, sigma)
+        return StepCoefficients(
+            math.sqrt(ab_t), math.sqrt(1 - ab_t), x0_weight, xt_weight, 0.0, sigma * self.temperature
+        )
 
 
 class DDIMSampler(_Sampler):
     """DDIM (Song et al. 2021): deterministic for ``eta = 0``, DDPM-like for ``eta = 1``."""
 
-    def __init__(self, schedule: NoiseSchedule, eta: float = 0.0, clip: Tensor | None = None) -> None:
-        super().__init__(schedule, clip)
+    def __init__(
+        self, schedule: NoiseSchedule, eta: float = 0.0, clip: Tensor | None = None, temperature: float = 1.0
+    ) -> None:
+        super().__init__(schedule, clip, temperature)
         if eta < 0:
             raise MofusionError("eta must be >= 0")
         self.eta = eta
@@ -207,7 +216,12 @@ class DDIMSampler(_Sampler):
         direction = math.sqrt(max(1 - ab_s - sigma**2, 0.0))
         last = index + 1 >= len(self.timesteps)
         return StepCoefficients(
-            math.sqrt(ab_t), math.sqrt(1 - ab_t), math.sqrt(ab_s), 0.0, direction, 0.0 if last else sigma
+            math.sqrt(ab_t),
+            math.sqrt(1 - ab_t),
+            math.sqrt(ab_s),
+            0.0,
+            direction,
+            0.0 if last else sigma * self.temperature,
         )
 
 
@@ -215,13 +229,19 @@ Sampler = DDPMSampler | DDIMSampler
 
 
 def make_sampler(
-    schedule: NoiseSchedule, kind: str, steps: int, eta: float = 0.0, clip: Tensor | None = None
+    schedule: NoiseSchedule,
+    kind: str,
+    steps: int,
+    eta: float = 0.0,
+    clip: Tensor | None = None,
+    temperature: float = 1.0,
 ) -> Sampler:
-    """A sampler on ``steps`` evenly spaced steps; ``clip`` bounds its x_0 estimates (per channel)."""
+    """A sampler on ``steps`` evenly spaced steps; ``clip`` bounds its x_0 estimates (per channel);
+    ``temperature`` scales the noise each step adds."""
     if kind == "ddpm":
-        sampler: Sampler = DDPMSampler(schedule, clip)
+        sampler: Sampler = DDPMSampler(schedule, clip, temperature)
     elif kind == "ddim":
-        sampler = DDIMSampler(schedule, eta, clip)
+        sampler = DDIMSampler(schedule, eta, clip, temperature)
     else:
         raise MofusionError(f"unknown sampler {kind!r} (ddpm or ddim)")
     sampler.set_timesteps(steps)

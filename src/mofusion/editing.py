@@ -217,10 +217,6 @@ def parse_ranges(text: str, num_frames: int, what: str = "--keep") -> np.ndarray
 # -- training masks ------------------------------------------------------------------------------------
 
 
-MASK_KINDS = ("prefix", "gap", "keyframes", "body-part", "trajectory", "context-keyframe")
-"""Kinds of training masks, in the order of ``train.mask_weights``."""
-
-
 def random_masks(
     table: ChannelTable,
     spec: FeatureSpec,
@@ -231,9 +227,9 @@ def random_masks(
     weights: Sequence[float] | None = None,
 ) -> Tensor:
     """Random training masks ``(B, T, C)``: nothing known (``unconditional``), or one of
-    :data:`MASK_KINDS` drawn with ``weights`` (None: the first five equally often): a known prefix,
-    known ends around a gap, scattered keyframes, every joint but a body part, the root trajectory
-    alone, or a few context frames and one keyframe after a gap with nothing known beyond it (the
+    :data:`mofusion.config.MASK_KINDS` drawn with ``weights`` (None: the first five equally often):
+    a known prefix, known ends around a gap, scattered keyframes, every joint but a body part, the root
+    trajectory alone, or a few context frames and one keyframe after a gap with nothing known beyond it (the
     LAFAN1 in-betweening task, which the gap kind covers only when its gap ends the window)."""
     frames = torch.zeros(batch, num_frames, dtype=torch.bool)
     joints = torch.zeros(batch, spec.num_joints, dtype=torch.bool)

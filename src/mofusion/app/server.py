@@ -26,6 +26,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+from ..checkpoint import packaged_name
 from ..encoders import check_text
 from ..errors import MofusionError
 from ..motion import Motion
@@ -36,7 +37,7 @@ MAX_BVH_BYTES = 20 * 2**20
 MAX_AUDIO_BYTES = 50 * 2**20
 MAX_SECONDS = 60.0
 MAX_SAMPLES = 8
-EDITING_MODEL = "packaged editing model"
+EDITING_MODEL = packaged_name(edit=True)
 """Edits that name no model and carry no text run on it when it is loaded (the default)."""
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
 AUDIO_TYPE_PREFIXES = ("audio/", "application/octet-stream", "video/ogg")
@@ -408,7 +409,7 @@ def _attachment(name: str) -> dict[str, str]:
     return {"Content-Disposition": f'attachment; filename="{name}"'}
 
 
-PACKAGED = {"packaged": ("packaged text model", False), "packaged-edit": (EDITING_MODEL, True)}
+PACKAGED = {"packaged": (packaged_name(edit=False), False), "packaged-edit": (EDITING_MODEL, True)}
 """``--checkpoint`` words for the packaged models: their name here and whether it is the editing one."""
 
 
