@@ -133,7 +133,7 @@ def test_a_checkpoint_of_another_skeleton_is_refused(
             "MOTION\nFrames: 40\nFrame Time: 0.05\n")  # fmt: skip
     rows = "\n".join(f"{i * 0.5} 90 0 0 0 0" + " 0 0 0" * 6 for i in range(40))
     for k in range(12):
-        (folder / f"clip{k}.bvh").write_text(text + rows + "\n")
+        (folder / f"dataset-1_clip{k}.bvh").write_text(text + rows + "\n")  # the run's subset
     code, _, err = run(
         capsys,
         "train",

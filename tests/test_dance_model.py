@@ -313,3 +313,23 @@ def test_evaluate_dance_table_on_real_dances(tiny_music_model: Path, small_dance
     assert all(np.isfinite([r["fid_k"], r["fid_g"], r["div_k"], r["bas"]]).all() for r in (tiny, baseline))
     assert tiny["fid_k"] > 0 and 0 <= tiny["bas"] <= 1 and 0.5 < tiny["seam_jump_over_mean_change"] < 5
     assert "FID_k" in capsys.readouterr().out
+
+
+def test_a_music_run_resumes_from_its_own_configuration(
+    tiny_music_model: Path, session_cache: Path, tmp_path: Path
+) -> None:
+    """`train --resume` with neither --preset nor --data: the run's frame rate, window and music
+    features are its own (the default configuration has no music and another frame rate)."""
+    import shutil
+
+    from mofusion.cli import main
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_music_model, run_dir)
+    code = main(["train", "--resume", str(run_dir), "--out", str(run_dir), "--max-steps", "8",
+                 "--cache", str(session_cache), "-q"])  # fmt: skip
+    assert code == 0
+    latest = run_dir / (run_dir / "latest").read_text().strip()
+    config = json.loads((latest / "config.json").read_text())
+    assert config["step"] == 8
+    assert config["config"]["condition"]["kind"] == "music" and config["config"]["data"]["fps"] == 25.0

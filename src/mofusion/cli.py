@@ -95,11 +95,12 @@ def train(
     from .config import MofusionConfig, assigned_fields, load_config_file, preset_config, resume_changes
     from .training import Trainer
 
-    cfg = preset_config(preset) if preset else MofusionConfig()
+    resumed = load_checkpoint(resume).config if resume is not None else None
+    # a resumed run starts from its own configuration (a preset's frame rate or window would not fit it)
+    cfg = resumed if resumed is not None else preset_config(preset) if preset else MofusionConfig()
     if config is not None:
         cfg = cfg.updated(load_config_file(config))
     overrides: dict = {"data": {}, "train": {}, "loss": {}}
-    resumed = load_checkpoint(resume).config if resume is not None else None
     if resumed is not None and data is None:
         data = resumed.data.path
     if data is not None:

@@ -139,6 +139,15 @@ class Trainer:
         self.progress = progress and self.dist.is_main
         self.device = self.dist.device or resolve_device(config.train.device)
         checkpoint = load_checkpoint(resume, with_train_state=True, map_location="cpu") if resume else None
+        if checkpoint is not None:
+            # the run keeps its own model, schedule, condition and data layout (frame rate, window,
+            # music features): only where the data lies, which subsets, and the loop may change
+            config = checkpoint.config.updated(
+                {
+                    "data": {"path": config.data.path, "subsets": list(config.data.subsets)},
+                    "train": {"max_steps": config.train.max_steps, "device": config.train.device},
+                }
+            ).updated(resume_changes or {})
         if dataset is None:
             if not self.dist.is_main:
                 self.dist.barrier()  # rank 0 processes the data and fills the cache first
@@ -159,10 +168,6 @@ class Trainer:
                     f"{checkpoint.spec.dim} features) than the data ({dataset.spec.skeleton.describe()}, "
                     f"{dataset.spec.dim} features)"
                 )
-            # the run keeps its own model, schedule and data layout; only the schedule of steps may change
-            config = checkpoint.config.updated(
-                {"train": {"max_steps": config.train.max_steps, "device": config.train.device}}
-            ).updated(resume_changes or {})
             self.dataset.normalizer = checkpoint.normalizer
         config = config.updated({"denoiser": {"feature_dim": dataset.spec.dim}})
         if config.condition.kind == "music":

@@ -63,10 +63,11 @@ def discover(
             clips.extend(_bvh_folder_clips(folder, subset=archive.name.split(".")[0]))
             digests.append(f"{archive.name}:{digest}")
         return SourceList(_checked(root, clips), digests, "bandai-namco")
-    clips = _bvh_folder_clips(root)
+    clips = _checked(root, _bvh_folder_clips(root))
     if subsets:
         clips = [c for c in clips if c.labels.get("subset") in subsets]
-    clips = _checked(root, clips)
+        if not clips:
+            raise InputError(root, f"no .bvh file of subsets {subsets} (their names start 'dataset-N_')")
     digests = [f"{c.name}:{file_digest(c.path)}" for c in clips]
     for c in clips:
         label_file = c.path.with_suffix(".json")
