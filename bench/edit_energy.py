@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mofusion._io import atomic_write_text
 from mofusion.checkpoint import default_checkpoint
 from mofusion.editing import parse_ranges
 from mofusion.pipeline import MotionPipeline
@@ -61,10 +62,7 @@ def main() -> int:
     result = {"checkpoint": str(args.checkpoint or "packaged editing model"), "unit": "m/s, mean joint speed",
               "continuation": f"{CONTINUATION} + 5 s, seed 0",
               "inbetween": f"{INBETWEEN} --keep {KEEP}, seed 0", "rows": rows}  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(args.out)
+    atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
     return 0
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mofusion._io import atomic_write_text
 from mofusion.editing import EditRequest
 from mofusion.evaluation import N_PAST, _comparable_models, global_transforms, motion_windows
 from mofusion.metrics.inbetween import interpolation_baseline, l2p, l2q, npss
@@ -128,10 +129,7 @@ def main() -> int:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(args.out)
+    atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
     return 0
 
