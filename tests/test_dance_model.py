@@ -315,6 +315,54 @@ def test_evaluate_dance_table_on_real_dances(tiny_music_model: Path, small_dance
     assert "FID_k" in capsys.readouterr().out
 
 
+def test_a_dance_at_another_temperature(
+    tiny_music_model: Path, small_dances: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`generate --music --temperature`: the same seed dances differently, the sidecar says which
+    temperature made it, and a temperature out of range writes nothing."""
+    from mofusion.cli import main
+
+    song = small_dances / "DANCE_W_1" / "audio.mp3"
+    common = ["generate", "--music", str(song), "--seconds", "3", "-c", str(tiny_music_model), "-q"]
+    dances = {}
+    for temperature in ("1", "0.5"):
+        out = tmp_path / f"t{temperature}.npy"
+        assert main([*common, "--out", str(out), "--temperature", temperature]) == 0
+        assert json.loads(Path(f"{out}.json").read_text())["temperature"] == float(temperature)
+        dances[temperature] = np.load(out)
+    assert not np.allclose(dances["1"], dances["0.5"])
+    out = tmp_path / "hot.npy"
+    assert main([*common, "--out", str(out), "--temperature", "3"]) == 2
+    assert "--temperature must be between 0 and 2" in capsys.readouterr().err and not out.exists()
+
+
+def test_dance_settings_are_chosen_on_training_dances(
+    tiny_music_model: Path, dance_root: Path, session_cache: Path, tmp_path: Path
+) -> None:
+    """`evaluate dance --split train`: every other training dance is danced and measured, the
+    baseline comes from the other training dances, and no test dance is looked at."""
+    from mofusion.cli import main
+    from mofusion.data.dance_melody import dance_split, find_dance_folder, load_dance
+
+    source = find_dance_folder(dance_root, session_cache)
+    folder = tmp_path / "dances"
+    folder.mkdir()
+    for name in ("DANCE_C_2", "DANCE_W_1", "DANCE_W_3", "DANCE_W_4", "DANCE_W_5"):
+        (folder / name).symlink_to(source / name)
+    split = dance_split([load_dance(folder / n.name) for n in sorted(folder.iterdir())])
+    out = tmp_path / "table.json"
+    code = main(["evaluate", "dance", "-c", str(tiny_music_model), "--data", str(folder), "--split", "train",
+                 "--cache", str(session_cache), "--steps", "2", "--max-dances", "1", "--temperature", "0.5",
+                 "-q", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    table = json.loads(out.read_text())
+    assert table["protocol"]["test_dances"] == split["train"][:1] and table["protocol"]["split"] == "train"
+    assert table["protocol"]["temperature"] == 0.5
+    real, _, baseline = table["rows"]
+    assert real["name"].startswith("real training dances") and baseline["name"].startswith("other training")
+    assert real["fid_k"] == 0 and baseline["fid_k"] > 0
+
+
 def test_a_music_run_resumes_from_its_own_configuration(
     tiny_music_model: Path, session_cache: Path, tmp_path: Path
 ) -> None:

@@ -95,6 +95,11 @@ def train(
     from .config import MofusionConfig, assigned_fields, load_config_file, preset_config, resume_changes
     from .training import Trainer
 
+    if resume is not None and preset is not None:
+        raise MofusionError(
+            "--preset starts a new run; --resume continues a run with its own configuration "
+            "(change what may change with --set, e.g. --set train.max_minutes=30)"
+        )
     resumed = load_checkpoint(resume).config if resume is not None else None
     # a resumed run starts from its own configuration (a preset's frame rate or window would not fit it)
     cfg = resumed if resumed is not None else preset_config(preset) if preset else MofusionConfig()
@@ -173,7 +178,14 @@ def generate(
     eta: Annotated[float | None, typer.Option(help="DDIM eta (0: deterministic).")] = None,
     guidance: Annotated[
         float | None,
-        typer.Option(help="Classifier-free guidance scale for --text (default: the checkpoint's)."),
+        typer.Option(help="Classifier-free guidance scale (default: the checkpoint's)."),
+    ] = None,
+    temperature: Annotated[
+        float | None,
+        typer.Option(
+            help="Noise each denoising step adds, 0-2 (default: the checkpoint's; 1 is the trained "
+            "process, lower is calmer, higher livelier)."
+        ),
     ] = None,
     anchor: Annotated[
         bool | None,
@@ -219,16 +231,17 @@ def generate(
         raise MofusionError(f"--bvh-fps must be between 1 and 240, got {bvh_fps}")
     if guidance is not None and not 0 <= guidance <= 20:
         raise MofusionError(f"--guidance must be between 0 and 20, got {guidance}")
+    _check_temperature(temperature)
     if music is not None:
         pipe, features, positions, meta = _dance_to(
             music, checkpoint, music_start, seconds, num_samples, seed, sampler, steps, guidance,
-            device, acceleration, quiet, text,
+            device, acceleration, quiet, text, temperature,
         )  # fmt: skip
         titles: list[str] | None = [f"{music.name} seed {seed} #{i}" for i in range(num_samples)]
     else:
         pipe, features, positions, meta = _text_to_motion(
             text, checkpoint, seconds, num_samples, seed, sampler, steps, eta, guidance, device,
-            acceleration, quiet, anchor,
+            acceleration, quiet, anchor, temperature,
         )  # fmt: skip
         label = f'"{text[:40]}" ' if text else ""
         titles = [f"{label}seed {seed} #{i}" for i in range(num_samples)] if num_samples > 1 or text else None
@@ -270,6 +283,7 @@ def _text_to_motion(
     acceleration: str,
     quiet: bool,
     anchor: bool | None = None,
+    temperature: float | None = None,
 ) -> tuple[Any, Any, Any, dict[str, Any]]:
     """``generate`` without --music: motions (for a prompt with a text model), as features, joint
     positions and the sidecar's metadata."""
@@ -284,12 +298,14 @@ def _text_to_motion(
     if text is not None:
         text = check_text(text)
     pipe = MotionPipeline.from_checkpoint(checkpoint or default_checkpoint(), device, acceleration)
+    _set_temperature(pipe, temperature)
     cond = cond_mask = None
     meta: dict[str, Any] = {
         "checkpoint": str(checkpoint or "packaged"),
         "seed": seed,
         "seconds": seconds,
         "text": text,
+        "temperature": pipe.config.sample.temperature,
     }
     if text is not None:
         if anchor is not None:
@@ -323,6 +339,7 @@ def _dance_to(
     acceleration: str,
     quiet: bool,
     text: str | None,
+    temperature: float | None = None,
 ) -> tuple[Any, Any, Any, dict[str, Any]]:
     """``generate --music``: dances to the song (every check before the model runs), as features,
     joint positions and the sidecar's metadata."""
@@ -348,12 +365,14 @@ def _dance_to(
     if seconds is not None and (not math.isfinite(seconds) or not 1 <= seconds <= 600):
         raise MofusionError(f"--seconds must be between 1 and 600 for a dance, got {seconds}")
     pipe = MotionPipeline.from_checkpoint(checkpoint, device, acceleration)
+    _set_temperature(pipe, temperature)
     frames = song_frames(pipe, music, music_start, seconds)
     results = generate_dance(
         pipe, [frames] * num_samples, seed=seed, steps=steps, sampler=sampler, guidance_scale=guidance,
         progress=not quiet,
     )  # fmt: skip
-    meta = {"checkpoint": str(checkpoint), "seed": seed, "music": str(music), "music_start": music_start}
+    meta = {"checkpoint": str(checkpoint), "seed": seed, "music": str(music), "music_start": music_start,
+            "temperature": pipe.config.sample.temperature}  # fmt: skip
     features = torch.stack([r.features for r in results])
     return pipe, features, np.stack([r.positions.numpy() for r in results]), meta
 
@@ -361,12 +380,15 @@ def _dance_to(
 # -- editing ---------------------------------------------------------------------------------------
 
 
-def _set_temperature(pipe: Any, temperature: float | None) -> None:
-    if temperature is None:
-        return
-    if not 0 <= temperature <= 2:
+def _check_temperature(temperature: float | None) -> None:
+    if temperature is not None and not 0 <= temperature <= 2:
         raise MofusionError(f"--temperature must be between 0 and 2, got {temperature}")
-    pipe.config.sample.temperature = temperature
+
+
+def _set_temperature(pipe: Any, temperature: float | None) -> None:
+    _check_temperature(temperature)
+    if temperature is not None:
+        pipe.config.sample.temperature = temperature
 
 
 _METHOD_HELP = "replace, condition or both (default: both for models trained with masks, else replace)."
@@ -984,9 +1006,18 @@ def evaluate_dance(
     guidance: Annotated[
         float | None, typer.Option(help="Classifier-free guidance (default: the checkpoint's).")
     ] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="Noise each denoising step adds, 0-2 (default: the checkpoint's).")
+    ] = None,
     max_dances: Annotated[
         int | None, typer.Option("--max-dances", help="Evaluate the first N test dances.")
     ] = None,
+    split: Annotated[
+        str,
+        typer.Option(
+            help="test (to report), or train (every other training dance: to choose sampling settings on)."
+        ),
+    ] = "test",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the table as JSON.")] = None,
     device: Annotated[str, typer.Option()] = "auto",
     cache: Annotated[Path | None, typer.Option()] = None,
@@ -1000,9 +1031,12 @@ def evaluate_dance(
         raise MofusionError("give one --label per --checkpoint")
     if not 2 <= segment_seconds <= 60:
         raise MofusionError(f"--segment-seconds must be between 2 and 60, got {segment_seconds}")
+    if split not in ("test", "train"):
+        raise MofusionError(f"--split must be test or train, got {split!r}")
+    _check_temperature(temperature)
     table = dance_table(
         checkpoint, data, label, seed, segment_seconds, steps, overlap, guidance, device, cache, max_dances,
-        not quiet,
+        not quiet, split, temperature,
     )  # fmt: skip
     typer.echo(format_dance_table(table))
     _write_json(out, table)
