@@ -363,6 +363,50 @@ def test_dance_settings_are_chosen_on_training_dances(
     assert real["fid_k"] == 0 and baseline["fid_k"] > 0
 
 
+def test_mirrored_training_windows(small_dances: Path, session_cache: Path, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """train.mirror_prob: the mirror applied to normalised windows is the exact feature mirror
+    (tested against encoding the reflected dance), training runs with it, and a text model is
+    refused in one line."""
+    from mofusion.cli import main
+    from mofusion.config import preset_config
+    from mofusion.representation import feature_mirror
+    from mofusion.training import Trainer
+
+    cfg = preset_config("tiny").updated(
+        {
+            "data": {"path": str(small_dances), "fps": 25.0},
+            "condition": {"kind": "music"},
+            "train": {"mirror_prob": 1.0, "max_steps": 1},
+        }  # fmt: skip
+    )
+    trainer = Trainer(cfg, tmp_path / "run", cache=session_cache, progress=False)
+    spec = trainer.dataset.spec
+    rep = MotionRepresentation(spec)
+    clip = torch.from_numpy(trainer.dataset.collection.clip(0)[:200]).double()
+    positions = rep.decode_positions(clip)
+    reflected = positions[:, spec.skeleton.mirror_map()] * torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64)
+    index, sign = feature_mirror(spec)
+    assert (
+        rep.encode(reflected) - rep.encode(positions)[:, index] * torch.from_numpy(sign)
+    ).abs().max() < 1e-9
+    batch = trainer.train_windows.sample(4, torch.Generator().manual_seed(0))
+    normalizer = trainer.normalizer
+    mirror_index, scale, shift = trainer.mirror
+    expected = normalizer.normalize(
+        normalizer.denormalize(batch.x)[..., index] * torch.from_numpy(sign).float()
+    )
+    got = batch.x[..., mirror_index] * scale + shift
+    assert (got - expected)[batch.mask].abs().max() < 1e-4
+    assert torch.isfinite(trainer.train_step()["loss"])
+    # refused: a text model (captions name sides), a capture skeleton that is not symmetric at rest
+    code = main(["train", "--preset", "tiny", "--data", str(small_dances), "--out", str(tmp_path / "t"), "-q",
+                 "--cache", str(session_cache), "--set", "condition.kind=text", "--set", "data.fps=25.0",
+                 "--set", "train.mirror_prob=0.5"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "captions name sides" in err[0]
+
+
 def test_a_music_run_resumes_from_its_own_configuration(
     tiny_music_model: Path, session_cache: Path, tmp_path: Path
 ) -> None:

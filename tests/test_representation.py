@@ -10,9 +10,16 @@ import torch
 from scipy.ndimage import gaussian_filter1d
 
 from mofusion.bvh import read_bvh
+from mofusion.errors import MofusionError
 from mofusion.motion import Motion
 from mofusion.presets import bandai_spec, smpl22_humanml3d_spec
-from mofusion.representation import FeatureSpec, MotionRepresentation, Normalizer, gaussian_smooth
+from mofusion.representation import (
+    FeatureSpec,
+    MotionRepresentation,
+    Normalizer,
+    feature_mirror,
+    gaussian_smooth,
+)
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +219,41 @@ def test_least_squares_path_smoothing_matches_dense_solve() -> None:
         banded = least_squares_path(anchors, steps, w, pins, a)[0, :, k]
         assert banded == pytest.approx(dense, abs=1e-5)
         assert banded[[0, 5]] == pytest.approx(anchors[0, [0, 5], k], abs=1e-6)
+
+
+def test_mirrored_features_are_the_features_of_the_mirror_image(
+    hml: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    """Reflect HumanML3D's own clip (x -> -x, left and right joints swapped) and encode it: the
+    features equal the clip's features re-indexed and sign-flipped, with no decoding."""
+    _, joints = hml
+    spec = smpl22_humanml3d_spec()
+    rep = MotionRepresentation(spec)
+    mirror = spec.skeleton.mirror_map()
+    assert spec.skeleton.names[mirror[spec.skeleton.index("left_wrist")]] == "right_wrist"
+    reflected = joints.double()[:, mirror] * torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64)
+    index, sign = feature_mirror(spec)
+    features = rep.encode(joints.double())
+    assert (rep.encode(reflected) - features[:, index] * torch.from_numpy(sign)).abs().max() < 1e-9
+    # by hand: the yaw velocity and the sideways root velocity change sign, the height does not
+    assert sign[0] == -1 and sign[1] == -1 and sign[2] == 1 and sign[3] == 1 and index[3] == 3
+    # an involution: mirroring twice gives the features back
+    assert np.array_equal(index[index], np.arange(spec.dim)) and np.array_equal(
+        sign * sign[index], np.ones(spec.dim)
+    )
+
+
+def test_what_cannot_be_mirrored_is_refused(bandai_motion: Motion) -> None:
+    with pytest.raises(MofusionError, match="rest pose is not left/right symmetric"):
+        feature_mirror(bandai_spec(bandai_motion.skeleton, 20.0))  # the capture's own, asymmetric T-pose
+    data = smpl22_humanml3d_spec().to_dict()
+    data["chains"] = [
+        [0, 2, 5, 8, 11],
+        [0, 1, 4, 7, 10],
+        [0, 3, 6, 9, 12, 15],
+        [9, 14, 17, 19, 21],
+        [9, 13],
+        [13, 16, 18, 20],
+    ]
+    with pytest.raises(MofusionError, match="asymmetric chains"):
+        feature_mirror(FeatureSpec.from_dict(data))

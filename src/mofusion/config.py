@@ -204,6 +204,10 @@ class TrainConfig:
     """Exponent a of class-balanced window drawing: a clip's chance is its window count times its
     class's window count to the power -a (class: the clip's content label), so 0 draws every window
     alike and 1 every class alike. Bandai-Namco has 350 clips of raising a hand and one of kicking."""
+    mirror_prob: float = 0.0
+    """Share of training windows mirrored left/right (x -> -x, sides swapped; exact in feature space,
+    :func:`mofusion.representation.feature_mirror`): doubles a small data set. Only for data whose
+    condition does not name a side (music; not captions such as "waves the left hand")."""
     seed: int = 0
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """auto: bf16 autocast on CUDA, fp32 elsewhere."""
@@ -223,6 +227,7 @@ class TrainConfig:
         _require(0 <= self.ema_decay < 1, "train.ema_decay must be in [0, 1)")
         _require(0 <= self.cond_drop_prob <= 1, "train.cond_drop_prob must be in [0, 1]")
         _require(0 <= self.class_balance <= 1, "train.class_balance must be in [0, 1]")
+        _require(0 <= self.mirror_prob <= 1, "train.mirror_prob must be in [0, 1]")
         weights = self.mask_weights
         _require(
             len(weights) == len(MASK_KINDS) and min(weights) >= 0 and sum(weights) > 0,

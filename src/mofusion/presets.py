@@ -151,8 +151,10 @@ DWM_REST_DIRECTIONS = np.array(
      _UP, _UP, _L, _R, _L, _L, _L, _L, _L, _R, _R, _R, _R, _R],
     dtype=np.float64,
 )  # fmt: skip
+# Mirror-symmetric: the two head-side points both start from the head, so that a left/right
+# mirrored dance has the features of the mirror image (see representation.feature_mirror).
 DWM_CHAINS = (
-    (0, 1, 2, 3, 4), (3, 5), (0, 6, 7, 8, 9), (8, 10), (0, 11, 12, 13), (12, 14),
+    (0, 1, 2, 3, 4), (3, 5), (0, 6, 7, 8, 9), (8, 10), (0, 11, 12), (12, 13), (12, 14),
     (11, 15, 16, 17, 18), (17, 19), (11, 20, 21, 22, 23), (22, 24),
 )  # fmt: skip
 DWM_FPS = 25.0

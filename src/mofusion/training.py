@@ -35,7 +35,7 @@ from .distributed import setup as setup_distributed
 from .editing import ChannelTable, random_masks
 from .errors import CheckpointError, MofusionError
 from .losses import LossTerms, diffusion_losses
-from .representation import MotionRepresentation, Normalizer
+from .representation import MotionRepresentation, Normalizer, feature_mirror
 
 
 def resolve_device(name: str) -> torch.device:
@@ -221,6 +221,7 @@ class Trainer:
         if window % multiple:
             raise MofusionError(f"data.window {window} must be a multiple of {multiple} for this U-Net")
         self.train_windows = dataset.sampler("train", window, self.device, config.train.class_balance)
+        self.mirror = self._mirror_map() if config.train.mirror_prob > 0 else None
         self.val_windows: WindowSampler | None = None
         if dataset.split["val"]:
             self.val_windows = dataset.sampler("val", window, self.device)
@@ -333,6 +334,19 @@ class Trainer:
             )
         return terms, t
 
+    def _mirror_map(self) -> tuple[Tensor, Tensor, Tensor]:
+        """:func:`feature_mirror` on normalised features: ``x[..., index] * scale + shift``."""
+        if self.config.condition.kind == "text":
+            raise MofusionError(
+                "train.mirror_prob is for music or unconditional models: captions name sides "
+                "('waves the left hand') that a mirrored window would contradict"
+            )
+        index, sign = feature_mirror(self.dataset.spec)
+        mean, std = self.normalizer.mean, self.normalizer.std
+        index_t = torch.as_tensor(index, device=self.device)
+        sign_t = torch.as_tensor(sign, dtype=mean.dtype, device=self.device)
+        return index_t, sign_t * std[index_t] / std, (sign_t * mean[index_t] - mean) / std
+
     def train_step(self) -> dict[str, Tensor]:
         """One optimiser step; returns detached per-batch statistics (device tensors, no host sync)."""
         cfg = self.config.train
@@ -343,6 +357,11 @@ class Trainer:
         # the global batch (every process draws the same), of which this process trains on its slice
         total = cfg.batch_size * self.dist.world_size
         batch = self.train_windows.sample(total, generator)
+        x = batch.x
+        if self.mirror is not None:  # augmentation: some windows become their mirror image
+            index, scale, shift = self.mirror
+            flip = (torch.rand(total, generator=generator) < cfg.mirror_prob).to(x.device)
+            x = torch.where(flip[:, None, None], (x[..., index] * scale + shift) * batch.mask[..., None], x)
         condition = drop = None
         if self.train_captions is not None and batch.clip is not None:
             condition = self.train_captions.condition(self.train_captions.draw(batch.clip, generator))
@@ -351,7 +370,7 @@ class Trainer:
         if condition is not None:  # classifier-free guidance: some windows see the null condition
             drop = (torch.rand(total, generator=generator) < cfg.cond_drop_prob).to(self.device)
         terms, t = self._losses(
-            batch.x,
+            x,
             batch.mask,
             generator,
             self.train_model,

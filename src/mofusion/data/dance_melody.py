@@ -179,7 +179,8 @@ def model_positions(dance: Dance, fps: float) -> np.ndarray:
 def _collection_key(dances: list[Dance], cfg: DataConfig, music: AudioFeatureConfig | None) -> str:
     parts = [[d.name, file_digest(d.audio.parent / "skeletons.json"), d.music_start_frame] for d in dances]
     options = {"fps": cfg.fps, "contact_speed": cfg.contact_speed, "music": asdict(music) if music else None}
-    text = json.dumps({"dances": parts, "options": options, "version": 2}, sort_keys=True)
+    # version 3: the head-side points' rotations both start from the head (mirror-symmetric chains)
+    text = json.dumps({"dances": parts, "options": options, "version": 3}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
