@@ -1010,7 +1010,7 @@ def evaluate_dance(
         float | None, typer.Option(help="Noise each denoising step adds, 0-2 (default: the checkpoint's).")
     ] = None,
     max_dances: Annotated[
-        int | None, typer.Option("--max-dances", help="Evaluate the first N test dances.")
+        int | None, typer.Option("--max-dances", help="Evaluate the first N dances of the split.")
     ] = None,
     split: Annotated[
         str,
