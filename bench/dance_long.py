@@ -2,7 +2,7 @@
 well the windows join (the velocity change at each seam against the mean frame-to-frame change).
 
 Usage: python bench/dance_long.py --checkpoint RUN --data ../shared/data/dance-with-melody
-       [--seconds 180] [--cache DIR] [--render bench/results/dance-long.mp4]
+       [--seconds 180] [--temperature T] [--cache DIR] [--render bench/results/dance-long.mp4]
        [--out bench/results/dance-long.json]
 
 The song is the first test-split song that runs ``--seconds`` past its dance's start (else the
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mofusion._io import atomic_write_text
 from mofusion.audio import read_audio
 from mofusion.dance import generate_dance, seam_jump, song_frames, window_starts
 from mofusion.data.dance_melody import load_dance_with_melody, model_positions, write_dance_split
@@ -36,10 +37,13 @@ def main() -> int:
     parser.add_argument("--blend", type=int, default=None, help="cross-faded frames (default: the library's)")
     parser.add_argument("--cache", default=None)
     parser.add_argument("--render", default=None)
+    parser.add_argument("--temperature", type=float, default=None, help="default: the checkpoint's")
     parser.add_argument("--out", default="bench/results/dance-long.json")
     args = parser.parse_args()
 
     pipe = MotionPipeline.from_checkpoint(args.checkpoint, "auto")
+    if args.temperature is not None:
+        pipe.config.sample.temperature = args.temperature
     dances = {d.name: d for d in load_dance_with_melody(args.data, args.cache)}
     split = json.loads(write_dance_split(list(dances.values()), args.cache).read_text())
     lengths = {}
@@ -74,6 +78,7 @@ def main() -> int:
         "window": pipe.config.data.window,
         "overlap": pipe.config.data.window // 2,
         "blend": args.blend if args.blend is not None else pipe.config.data.window // 2 // 8,
+        "temperature": pipe.config.sample.temperature,
         "seam_change_m": at_seams,
         "mean_change_m": mean_change,
         "inside_change_m": float(inside.mean()),
@@ -96,10 +101,8 @@ def main() -> int:
             audio=dance.audio, audio_start=start,
         )  # fmt: skip
         print(args.render)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(out)
+    atomic_write_text(Path(args.out), json.dumps(report, indent=2) + "\n")
+    print(args.out)
     return 0
 
 

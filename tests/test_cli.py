@@ -186,8 +186,10 @@ def test_resume_takes_loop_settings_and_refuses_other_changes(
     code, _, err = run(capsys, *common, "--max-steps", "14", "--set", "train.lr=0.5")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "--resume keeps the run's configuration: train.lr is 0.001 there, --set asks 0.5" in err
-    code, _, err = run(capsys, *common, "--preset", "bandai-small")  # was silently ignored
-    assert code == 2 and "--preset starts a new run" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, *common, "--preset", "bandai-small")  # another preset: was silently ignored
+    assert (
+        code == 2 and "--preset bandai-small starts a new run" in err and len(err.strip().splitlines()) == 1
+    )
     code, _, err = run(capsys, *common, "--max-steps", "14", "--set", "train.max_minutes=30",
                        "--set", "train.log_every=1", "--set", "train.lr=0.001")  # fmt: skip
     assert code == 0, err

@@ -95,12 +95,13 @@ def train(
     from .config import MofusionConfig, assigned_fields, load_config_file, preset_config, resume_changes
     from .training import Trainer
 
-    if resume is not None and preset is not None:
-        raise MofusionError(
-            "--preset starts a new run; --resume continues a run with its own configuration "
-            "(change what may change with --set, e.g. --set train.max_minutes=30)"
-        )
     resumed = load_checkpoint(resume).config if resume is not None else None
+    if resumed is not None and preset is not None and preset != resumed.preset:
+        raise MofusionError(
+            f"--preset {preset} starts a new run; --resume continues a run with its own configuration "
+            f"(preset {resumed.preset or 'none'}; change what may change with --set, e.g. "
+            "--set train.max_minutes=30)"
+        )
     # a resumed run starts from its own configuration (a preset's frame rate or window would not fit it)
     cfg = resumed if resumed is not None else preset_config(preset) if preset else MofusionConfig()
     if config is not None:
