@@ -95,9 +95,9 @@ def dance_table(
     """The metric table (see the module docstring) as a JSON-ready dict."""
     if not checkpoints:
         raise MofusionError("give at least one --checkpoint")
-    pipes = [MotionPipeline.from_checkpoint(c, device, "auto") for c in checkpoints]
     if split_name not in ("test", "train"):
         raise MofusionError(f"the split must be test or train, got {split_name!r}")
+    pipes = [MotionPipeline.from_checkpoint(c, device, "auto") for c in checkpoints]
     for path, pipe in zip(checkpoints, pipes, strict=True):
         if pipe.config.condition.kind != "music":
             raise MofusionError(f"{path}: not a music model")
