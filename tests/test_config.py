@@ -26,6 +26,8 @@ def test_set_overrides_are_typed_and_validated() -> None:
         MofusionConfig().updated(assignments=["diffusion.schedule=quadratic"])
     with pytest.raises(ConfigError, match="train.batch_size must be int"):
         MofusionConfig().updated(assignments=["train.batch_size=big"])
+    with pytest.raises(ConfigError, match="interpolation_residual needs denoiser.mask_conditioning"):
+        MofusionConfig().updated(assignments=["denoiser.interpolation_residual=true"])
     with pytest.raises(ConfigError, match="unknown preset"):
         preset_config("huge")
 

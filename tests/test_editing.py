@@ -17,6 +17,7 @@ from mofusion.editing import (
     ChannelTable,
     body_part_joints,
     feature_mask,
+    interpolate_known,
     parse_ranges,
     random_masks,
 )
@@ -128,6 +129,30 @@ def test_parse_ranges() -> None:
             parse_ranges(text, 8)
 
 
+def test_interpolation_of_known_values_by_hand() -> None:
+    values = torch.tensor([[[0.0, 9, 9, 3, 9, 9, 9, 6, 9, 9], [9.0] * 10, [9.0, 2, 9, 9, 9, 9, 9, 9, 9, 9]]])
+    known = torch.zeros(values.shape, dtype=torch.bool)
+    known[0, 0, [0, 3, 7]] = True
+    known[0, 2, 1] = True
+    out = interpolate_known(values, known)
+    assert torch.allclose(out[0, 0], torch.tensor([0.0, 1, 2, 3, 3.75, 4.5, 5.25, 6, 6, 6]))
+    assert torch.equal(out[0, 1], torch.zeros(10))  # never known: the normalised mean
+    assert torch.equal(out[0, 2], torch.full((10,), 2.0))  # held before and after its one known frame
+    assert torch.equal(out[known], values[known])
+
+
+def test_clipping_a_residual_clips_the_motion() -> None:
+    schedule = NoiseSchedule(DiffusionConfig(num_steps=100))
+    sampler = make_sampler(schedule, "ddim", 10, clip=torch.tensor([1.0, 2.0]))
+    sampler.clip_offset = torch.tensor([[[0.5], [-3.0]]])
+    eps = torch.zeros(1, 2, 1)
+    c = sampler.coefficients(5)
+    x_t = torch.tensor([[[4.0], [4.0]]]) * c.sqrt_ab  # with eps 0: a residual estimate of 4
+    x0, _ = sampler._estimate(eps, x_t, c.sqrt_ab, c.sqrt_one_minus_ab)
+    # residual 4 on base 0.5 is clipped to motion 1.0 (residual 0.5); on base -3 the motion is 1.0 < 2
+    assert torch.allclose(x0 + sampler.clip_offset, torch.tensor([[[1.0], [4.0 - 3.0]]]), atol=1e-5)
+
+
 def test_replacement_returns_the_known_values_exactly() -> None:
     schedule = NoiseSchedule(DiffusionConfig(num_steps=100))
     value = torch.randn(2, 3, 12)
@@ -213,6 +238,51 @@ def test_a_mask_conditioned_model_edits(
         before, after = run_task(capsys, "edit", source, tiny_masked_run, tmp_path / f"{method}.bvh",
                                  "--keep", "0-20,70-99", "--method", method)  # fmt: skip
         assert np.array_equal(after.values[:21], before.values[:21])
+
+
+def test_an_interpolation_residual_model_edits(
+    tiny_residual_run: Path, bandai_clips: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = bandai_clip(bandai_clips, "walk_happy")
+    for method in ("condition", "both"):
+        before, after = run_task(capsys, "edit", source, tiny_residual_run, tmp_path / f"{method}.bvh",
+                                 "--keep", "0-20,70-99", "--method", method)  # fmt: skip
+        assert np.array_equal(after.values[:21], before.values[:21])
+        assert np.array_equal(after.values[70:100], before.values[70:100])
+        assert np.isfinite(after.values).all()
+    # pasting alone would hand the model a residual without the base it is relative to
+    out = tmp_path / "replace.bvh"
+    code = main(["edit", "-i", str(source), "-c", str(tiny_residual_run), "-o", str(out), "-q",
+                 "--keep", "0-20,70-99", "--method", "replace"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "use --method both or condition" in err[0], err
+    assert not out.exists()
+
+
+def test_a_zero_residual_samples_the_interpolation(tiny_residual_run: Path, bandai_dataset) -> None:  # type: ignore[no-untyped-def]
+    """A denoiser whose every x_0 estimate is a zero residual: the sample is the interpolation."""
+    from mofusion.pipeline import MotionPipeline
+
+    pipe = MotionPipeline.from_checkpoint(tiny_residual_run)
+    ab = pipe.schedule.alpha_bar
+
+    def zero_residual(x, t, cond=None, cond_mask=None, drop=None, known=None, known_mask=None):  # type: ignore[no-untyped-def]
+        return x / (1 - ab[t]).sqrt()[:, None, None]
+
+    pipe.model.forward = zero_residual  # type: ignore[method-assign]
+    features = torch.from_numpy(bandai_dataset.collection.features[:40]).float()  # the first clip's start
+    table = ChannelTable.of(pipe.spec)
+    frames = torch.zeros(40, dtype=torch.bool)
+    frames[:10] = True
+    frames[30] = True
+    known_mask = feature_mask(table, frames[None])[0]
+    out = pipe.generate(1, 40, sampler="ddim", steps=10, known=features[None], known_mask=known_mask[None],
+                        method="condition")  # fmt: skip
+    pose = ~table.step
+    got, want = out.features[0][:, pose], features[:, pose]
+    assert torch.allclose(got[:10], want[:10], atol=1e-4) and torch.allclose(got[30], want[30], atol=1e-4)
+    assert torch.allclose(got[20], want[9] + (want[30] - want[9]) * 11 / 21, atol=1e-4)
+    assert torch.allclose(got[35], want[30], atol=1e-4)  # held after the last known frame
 
 
 @pytest.mark.parametrize(

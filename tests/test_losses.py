@@ -169,3 +169,35 @@ def test_without_kinematic_losses_only_the_noise_loss_remains(batch) -> None:  #
         LossConfig(kinematic=False),
     )
     assert torch.equal(terms.total, terms.eps_mse)
+
+
+def test_an_interpolation_residual_model_diffuses_the_residual(batch) -> None:  # type: ignore[no-untyped-def]
+    from mofusion.editing import interpolate_known
+
+    rep, norm, x0 = batch
+    schedule = NoiseSchedule(DiffusionConfig(num_steps=1000))
+    t = torch.tensor([3, 300, 900])
+    mask = torch.ones(x0.shape[:2], dtype=torch.bool)
+    known_mask = torch.zeros(x0.shape, dtype=torch.bool)
+    known_mask[:, :10] = True
+    known_mask[:, 40] = True
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(3))
+    seen: dict[str, torch.Tensor] = {}
+
+    class Perfect(torch.nn.Module):  # records its inputs and predicts the noise exactly
+        def forward(self, x, t, cond, cond_mask, drop, known, known_mask):  # type: ignore[no-untyped-def]
+            seen.update(x=x.transpose(1, 2), known=known.transpose(1, 2))
+            return noise.transpose(1, 2)
+
+    terms = diffusion_losses(Perfect(), schedule, x0, mask, t, noise, rep, norm, LossConfig(),
+                             known_mask=known_mask, interpolation_residual=True)  # fmt: skip
+    base = interpolate_known((x0 * known_mask).transpose(1, 2), known_mask.transpose(1, 2)).transpose(1, 2)
+    assert torch.equal(seen["known"], base)  # the interpolation, on every frame
+    assert torch.allclose(base[:, 20], x0[:, 9] + (x0[:, 40] - x0[:, 9]) * 11 / 31, atol=1e-6)
+    assert torch.allclose(base[:, 50], x0[:, 40])  # held after the last known frame
+    scale = schedule.alpha_bar[t].sqrt()[:, None, None]
+    assert torch.allclose(seen["x"], schedule.q_sample(x0 - base, t, noise), atol=1e-6)
+    # known values have a residual of zero: only noise there
+    assert torch.allclose(seen["x"][known_mask], ((1 - scale**2).sqrt() * noise)[known_mask], atol=1e-5)
+    # the motion recovered from a perfect prediction is the clean motion: no kinematic error
+    assert float(terms.motion.max()) < 1e-8 and float(terms.eps_mse.max()) == 0.0

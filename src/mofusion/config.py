@@ -110,6 +110,12 @@ class DenoiserConfig:
     mask_conditioning: bool = False
     """Take known values and their mask as extra input channels (editing models, trained with random
     masks): the network sees the constraint instead of having it pasted in at every step."""
+    interpolation_residual: bool = False
+    """With ``mask_conditioning``: the diffusion runs on the residual to a per-feature linear
+    interpolation of the known values across time (held constant before the first and after the
+    last known frame; zero where a feature is never known), and that interpolation fills the known-
+    values input channel. The network learns only what interpolation misses (the Delta-interpolator of
+    Oreshkin et al. 2022); known values have a residual of exactly zero."""
 
     def __post_init__(self) -> None:
         _require(len(self.channels) >= 1, "denoiser.channels needs at least one stage")
@@ -124,6 +130,10 @@ class DenoiserConfig:
         _require(0 <= self.dropout < 1, "denoiser.dropout must be in [0, 1)")
         _require(self.null_tokens >= 1, "denoiser.null_tokens must be >= 1")
         _require(self.cond_input_dim >= 0, "denoiser.cond_input_dim must be >= 0")
+        _require(
+            self.mask_conditioning or not self.interpolation_residual,
+            "denoiser.interpolation_residual needs denoiser.mask_conditioning=true",
+        )
 
 
 @dataclass

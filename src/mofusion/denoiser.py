@@ -228,7 +228,8 @@ class MotionUNet1D(nn.Module):
         cond: ``(B, L, D)`` condition tokens, or None for the null condition.
         cond_mask: ``(B, L)`` True where a token is real (None: all are).
         drop_cond: ``(B,)`` True where the condition is replaced by the null condition.
-        known: ``(B, C, T)`` known normalised features (mask-conditioned models only).
+        known: ``(B, C, T)`` known normalised features (mask-conditioned models only; with
+            ``interpolation_residual``, their interpolation, defined on every frame).
         known_mask: ``(B, C, T)`` True where ``known`` holds (None: nothing is known).
     """
 
@@ -331,7 +332,9 @@ class MotionUNet1D(nn.Module):
                 known_mask = torch.zeros_like(x, dtype=torch.bool)
                 known = torch.zeros_like(x)
             m = known_mask.to(x.dtype)
-            h = self.input(torch.cat((x, known.to(x.dtype) * m, m), dim=1))
+            # an interpolation-residual model takes the interpolation of the known values everywhere
+            known = known.to(x.dtype) if self.config.interpolation_residual else known.to(x.dtype) * m
+            h = self.input(torch.cat((x, known, m), dim=1))
         else:
             if known_mask is not None:
                 raise MofusionError(

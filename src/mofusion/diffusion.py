@@ -126,6 +126,9 @@ class _Sampler:
         self.schedule = schedule
         self.timesteps = spaced_timesteps(schedule.num_steps, schedule.num_steps)
         self.clip = clip
+        self.clip_offset: Tensor | None = None
+        """Added to x_0 before it is clipped (and taken off after): a model that samples a residual
+        to a known base clips base + residual, the motion, to the bound."""
         self.temperature = temperature
         """Scale of the noise each reverse step adds (1: the trained process; below 1 draws closer
         to the likeliest motion, as a lower temperature does in other generative models)."""
@@ -160,7 +163,11 @@ class _Sampler:
         if self.clip is None:
             return x0, eps
         bound = self.clip.to(x0.device, x0.dtype).reshape((1, -1) + (1,) * (x0.ndim - 2))
-        x0 = torch.maximum(torch.minimum(x0, bound), -bound)
+        if self.clip_offset is None:
+            x0 = torch.maximum(torch.minimum(x0, bound), -bound)
+        else:
+            offset = self.clip_offset.to(x0.device, x0.dtype)
+            x0 = torch.maximum(torch.minimum(x0 + offset, bound), -bound) - offset
         eps = (x_t - sqrt_ab * x0) / sqrt_one_minus_ab
         return x0, eps
 

@@ -18,9 +18,15 @@ Two ways to sample with a constraint (:func:`mofusion.diffusion.sample_loop` tak
   narrower than the feature vector); the replacement makes them exact and the conditioning makes
   the rest fit them (measured: bench/results/bandai2-inbetween).
 
-:func:`edit_motion` turns a request on a :class:`~mofusion.motion.Motion` into a new motion: known
-frames and joints are copied from the input (so a BVH keeps its values), the generated parts are
-decoded, fitted by IK, and their root path is bent so that it meets the known frames exactly.
+A model trained with ``denoiser.interpolation_residual`` diffuses the residual to
+:func:`interpolate_known`, the per-feature linear interpolation of the known values, and takes that
+interpolation as its known-values input: it learns only what interpolation misses, and a known value
+is a residual of exactly zero (so ``"replace"`` alone, which would hide the base from it, is refused).
+
+:meth:`mofusion.pipeline.MotionPipeline.edit` turns a request on a :class:`~mofusion.motion.Motion`
+into a new motion: known frames and joints are copied from the input (so a BVH keeps its values),
+the generated parts are decoded, fitted by IK, and their root path is bent so that it meets the known
+frames exactly.
 """
 
 from __future__ import annotations
@@ -215,6 +221,27 @@ def parse_ranges(text: str, num_frames: int, what: str = "--keep") -> np.ndarray
 
 
 # -- training masks ------------------------------------------------------------------------------------
+
+
+def interpolate_known(values: Tensor, known_mask: Tensor) -> Tensor:
+    """Per feature, the linear interpolation across time (the last axis) of its known values: held
+    constant before its first and after its last known frame, zero (the normalised mean) where it is
+    never known. Equals ``values`` wherever ``known_mask`` is True.
+
+    The base that models with ``denoiser.interpolation_residual`` add their sample to.
+    """
+    num_frames = values.shape[-1]
+    frame = torch.arange(num_frames, device=values.device).expand(known_mask.shape)
+    before = torch.where(known_mask, frame, -1).cummax(-1).values  # last known frame at or before
+    after = torch.where(known_mask, frame, num_frames).flip(-1).cummin(-1).values.flip(-1)
+    has_before, has_after = before >= 0, after < num_frames
+    value_before = values.gather(-1, before.clamp_min(0))
+    value_after = values.gather(-1, after.clamp_max(num_frames - 1))
+    share = (frame - before).to(values.dtype) / (after - before).clamp_min(1).to(values.dtype)
+    between = value_before + (value_after - value_before) * share
+    held = torch.where(has_after, value_after, torch.zeros_like(values))
+    held = torch.where(has_before, value_before, held)
+    return torch.where(has_before & has_after, between, held)
 
 
 def random_masks(

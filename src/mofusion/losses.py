@@ -25,6 +25,7 @@ from torch import Tensor
 
 from .config import LossConfig
 from .diffusion import NoiseSchedule
+from .editing import interpolate_known
 from .representation import MotionRepresentation, Normalizer
 from .skeleton import Skeleton
 
@@ -111,6 +112,7 @@ def diffusion_losses(
     cond_mask: Tensor | None = None,
     drop_cond: Tensor | None = None,
     known_mask: Tensor | None = None,
+    interpolation_residual: bool = False,
 ) -> LossTerms:
     """All loss terms of one batch.
 
@@ -125,12 +127,18 @@ def diffusion_losses(
         cfg: loss weights.
         known_mask: ``(B, T, C)`` for mask-conditioned models: the channels given to the model as
             known (their clean values come from ``x0``).
+        interpolation_residual: the model diffuses ``x0`` minus the interpolation of its known
+            values (:func:`mofusion.editing.interpolate_known`), which is also its known-values input.
     """
-    x_t = schedule.q_sample(x0, t, noise)
+    base = None
+    if known_mask is not None and interpolation_residual:
+        channels_first = interpolate_known((x0 * known_mask).transpose(1, 2), known_mask.transpose(1, 2))
+        base = channels_first.transpose(1, 2)
+    x_t = schedule.q_sample(x0 if base is None else x0 - base, t, noise)
     if known_mask is None:
         eps = model(x_t.transpose(1, 2), t, cond, cond_mask, drop_cond)
     else:
-        known = (x0 * known_mask).transpose(1, 2)
+        known = (x0 * known_mask if base is None else base).transpose(1, 2)
         eps = model(x_t.transpose(1, 2), t, cond, cond_mask, drop_cond, known, known_mask.transpose(1, 2))
     eps = eps.transpose(1, 2)
     eps = eps.float()
@@ -142,6 +150,8 @@ def diffusion_losses(
 
     with torch.autocast(device_type=x0.device.type, enabled=False):
         x0_hat = schedule.predict_x0(x_t.float(), t, eps)
+        if base is not None:
+            x0_hat = x0_hat + base.float()
         pred = normalizer.denormalize(x0_hat)
         true = normalizer.denormalize(x0.float())
         skeleton = representation.spec.skeleton

@@ -22,7 +22,15 @@ from .conditioning import PromptAnchors, read_prompts
 from .config import MofusionConfig
 from .denoiser import MotionUNet1D
 from .diffusion import NoiseSchedule, StepOutput, guided, make_generator, make_sampler, sample_loop
-from .editing import ChannelTable, EditMethod, EditRequest, EditResult, align_trajectory, feature_mask
+from .editing import (
+    ChannelTable,
+    EditMethod,
+    EditRequest,
+    EditResult,
+    align_trajectory,
+    feature_mask,
+    interpolate_known,
+)
 from .errors import CheckpointError, MofusionError
 from .fast import Acceleration, StepRunner
 from .ik import fit_rotations, rotations_from_positions, skeleton_from_positions
@@ -202,6 +210,11 @@ class MotionPipeline:
             and not self.model.config.mask_conditioning
         ):
             raise MofusionError("this checkpoint was not trained with masks; use --method replace")
+        if known_mask is not None and method == "replace" and self.model.config.interpolation_residual:
+            raise MofusionError(
+                "this model samples a residual to the interpolation of the known frames and needs them "
+                "as input; use --method both or condition"
+            )
         sample_cfg = self.config.sample
         kind = sampler or sample_cfg.sampler
         n_steps = steps or sample_cfg.steps
@@ -225,13 +238,20 @@ class MotionPipeline:
             known_mask = torch.nn.functional.pad(known_mask.bool(), pad).transpose(1, 2).to(self.device)
             known = self.normalizer.normalize(torch.nn.functional.pad(known.float(), pad).to(self.device))
             known = torch.where(known_mask, known.transpose(1, 2), torch.zeros((), device=self.device))
+        # an interpolation-residual model samples the residual to the interpolation of the known values
+        residual = known_mask is not None and known is not None and self.model.config.interpolation_residual
+        base = interpolate_known(known, known_mask) if residual else None
         for start in range(0, num_samples, batch_size):
             b = min(batch_size, num_samples - start)
             c = None if cond is None else cond[start : start + b].to(self.device)
             m = None if cond_mask is None else cond_mask[start : start + b].to(self.device)
-            value = mask = None
+            value = mask = offset = None
             if known_mask is not None and known is not None:
                 value, mask = known[start : start + b], known_mask[start : start + b]
+            if base is not None:
+                offset = base[start : start + b]
+                value = offset  # the model's known-values input; the known residual is zero
+            diffusion_sampler.clip_offset = offset
             conditions = mask is not None and method in ("condition", "both")
             fn = guided(self.model, c, m, scale, value if conditions else None, mask if conditions else None)
             replaces = mask is not None and method in ("replace", "both")
@@ -253,9 +273,9 @@ class MotionPipeline:
                 generator,
                 callback=step_callback,
                 replace_mask=mask if replaces else None,
-                replace_value=value if replaces else None,
+                replace_value=(value if offset is None else torch.zeros_like(value)) if replaces else None,
             )
-            outputs.append(x)
+            outputs.append(x if offset is None else x + offset)
         bar.close()
         normalised = torch.cat(outputs).transpose(1, 2)[:, :num_frames].float()
         features = self.normalizer.denormalize(normalised)

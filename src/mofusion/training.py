@@ -331,6 +331,7 @@ class Trainer:
                 cond_mask=cond_mask,
                 drop_cond=drop,
                 known_mask=known_mask,
+                interpolation_residual=self.config.denoiser.interpolation_residual,
             )
         return terms, t
 
