@@ -392,7 +392,10 @@ def _set_temperature(pipe: Any, temperature: float | None) -> None:
         pipe.config.sample.temperature = temperature
 
 
-_METHOD_HELP = "replace, condition or both (default: both for models trained with masks, else replace)."
+_METHOD_HELP = (
+    "replace, condition or both (default: both for models trained with masks, else replace; "
+    "interpolation-residual models, like the packaged editing model, take condition or both)."
+)
 
 
 def _check_method(method: str | None) -> None:
