@@ -6,7 +6,8 @@ of a walk (new frames against the input's pace) and the 3-s gap of an in-between
 frames against the captured ones). Mean joint speed in m/s at the input's frame rate.
 
 Usage: python bench/edit_energy.py --data DATASET-2-FOLDER [--temperatures 1,0.3,0.15]
-       [-c CHECKPOINT] [--out bench/results/bandai2-inbetween/edit-energy.json]
+       [-c CHECKPOINT] [--more-continuations CLIP.bvh,...]
+       [--out bench/results/bandai2-inbetween/edit-energy.json]
 
 DATASET-2-FOLDER holds the unpacked Bandai-Namco dataset-2 BVH files (``mofusion`` unpacks the
 archive into its cache: ``<cache>/archives/dataset-2-*/Bandai-Namco-Research-Motiondataset-2/data``).
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ import numpy as np
 from mofusion._io import atomic_write_text
 from mofusion.checkpoint import default_checkpoint
 from mofusion.editing import parse_ranges
+from mofusion.errors import MofusionError
 from mofusion.pipeline import MotionPipeline
 from mofusion.tasks import load_clip, run_edit
 
@@ -39,6 +42,11 @@ def main() -> int:
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("-c", "--checkpoint", type=Path, default=None)
     parser.add_argument("--temperatures", default="1,0.3,0.15")
+    parser.add_argument(
+        "--more-continuations",
+        default="",
+        help="comma-separated further dataset-2 clips to continue by 5 s (e.g. dataset-2_run_normal_003.bvh)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/bandai2-inbetween/edit-energy.json"))
     args = parser.parse_args()
     pipe = MotionPipeline.from_checkpoint(args.checkpoint or default_checkpoint(edit=True), "cpu")
@@ -46,8 +54,16 @@ def main() -> int:
     # the captured motion as the pipeline writes it back (every frame kept: the input itself)
     captured_walk = run_edit(pipe, walk, np.ones(walk.num_frames, dtype=bool)).motion.positions()
     captured_wave = run_edit(pipe, wave, np.ones(wave.num_frames, dtype=bool)).motion.positions()
+    more = {name: load_clip(args.data / name, pipe) for name in args.more_continuations.split(",") if name}
     rows = [{"row": "capture", "continuation": mean_speed(captured_walk, walk.fps),
              "inbetween_gap": mean_speed(captured_wave[GAP], wave.fps)}]  # fmt: skip
+    if more:
+        rows[0]["more_continuations"] = {
+            name: mean_speed(
+                run_edit(pipe, clip, np.ones(clip.num_frames, dtype=bool)).motion.positions(), clip.fps
+            )
+            for name, clip in more.items()
+        }
     for temperature in (float(t) for t in args.temperatures.split(",")):
         pipe.config.sample.temperature = temperature
         keep = np.ones(walk.num_frames, dtype=bool)
@@ -56,9 +72,20 @@ def main() -> int:
         rows.append({"row": f"temperature {temperature:g}", "temperature": temperature,
                      "continuation": mean_speed(cont[walk.num_frames :], walk.fps),
                      "inbetween_gap": mean_speed(fill[GAP], wave.fps)})  # fmt: skip
+        if more:
+            rows[-1]["more_continuations"] = {
+                name: mean_speed(
+                    run_edit(
+                        pipe, clip, np.ones(clip.num_frames, dtype=bool), extra_seconds=5.0, seed=0
+                    ).motion.positions()[clip.num_frames :],
+                    clip.fps,
+                )
+                for name, clip in more.items()
+            }
     print(f"{'':<18}{'continuation (new 5 s)':>24}{'in-between gap':>18}")
     for row in rows:
-        print(f"{row['row']:<18}{row['continuation']:>24.3f}{row['inbetween_gap']:>18.3f}")
+        extra = "".join(f"  {n}: {v:.3f}" for n, v in row.get("more_continuations", {}).items())
+        print(f"{row['row']:<18}{row['continuation']:>24.3f}{row['inbetween_gap']:>18.3f}{extra}")
     result = {"checkpoint": str(args.checkpoint or "packaged editing model"), "unit": "m/s, mean joint speed",
               "continuation": f"{CONTINUATION} + 5 s, seed 0",
               "inbetween": f"{INBETWEEN} --keep {KEEP}, seed 0", "rows": rows}  # fmt: skip
@@ -68,4 +95,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except MofusionError as error:  # a missing or unreadable clip: one line, not a traceback
+        print(f"edit_energy: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
