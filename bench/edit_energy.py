@@ -26,6 +26,7 @@ from mofusion._io import atomic_write_text
 from mofusion.checkpoint import default_checkpoint
 from mofusion.editing import parse_ranges
 from mofusion.errors import MofusionError
+from mofusion.motion import Motion
 from mofusion.pipeline import MotionPipeline
 from mofusion.tasks import load_clip, run_edit
 
@@ -51,37 +52,30 @@ def main() -> int:
     args = parser.parse_args()
     pipe = MotionPipeline.from_checkpoint(args.checkpoint or default_checkpoint(edit=True), "cpu")
     walk, wave = load_clip(args.data / CONTINUATION, pipe), load_clip(args.data / INBETWEEN, pipe)
-    # the captured motion as the pipeline writes it back (every frame kept: the input itself)
-    captured_walk = run_edit(pipe, walk, np.ones(walk.num_frames, dtype=bool)).motion.positions()
-    captured_wave = run_edit(pipe, wave, np.ones(wave.num_frames, dtype=bool)).motion.positions()
     more = {name: load_clip(args.data / name, pipe) for name in args.more_continuations.split(",") if name}
-    rows = [{"row": "capture", "continuation": mean_speed(captured_walk, walk.fps),
-             "inbetween_gap": mean_speed(captured_wave[GAP], wave.fps)}]  # fmt: skip
+
+    def captured(clip: Motion) -> np.ndarray:
+        """The captured motion as the pipeline writes it back (every frame kept: the input itself)."""
+        return run_edit(pipe, clip, np.ones(clip.num_frames, dtype=bool)).motion.positions()
+
+    def continued(clip: Motion) -> float:
+        """Mean speed of 5 s generated after the whole clip."""
+        keep = np.ones(clip.num_frames, dtype=bool)
+        positions = run_edit(pipe, clip, keep, extra_seconds=5.0, seed=0).motion.positions()
+        return mean_speed(positions[clip.num_frames :], clip.fps)
+
+    rows = [{"row": "capture", "continuation": mean_speed(captured(walk), walk.fps),
+             "inbetween_gap": mean_speed(captured(wave)[GAP], wave.fps)}]  # fmt: skip
     if more:
-        rows[0]["more_continuations"] = {
-            name: mean_speed(
-                run_edit(pipe, clip, np.ones(clip.num_frames, dtype=bool)).motion.positions(), clip.fps
-            )
-            for name, clip in more.items()
-        }
+        rows[0]["more_continuations"] = {name: mean_speed(captured(c), c.fps) for name, c in more.items()}
     for temperature in (float(t) for t in args.temperatures.split(",")):
         pipe.config.sample.temperature = temperature
-        keep = np.ones(walk.num_frames, dtype=bool)
-        cont = run_edit(pipe, walk, keep, extra_seconds=5.0, seed=0).motion.positions()
         fill = run_edit(pipe, wave, parse_ranges(KEEP, wave.num_frames), seed=0).motion.positions()
         rows.append({"row": f"temperature {temperature:g}", "temperature": temperature,
-                     "continuation": mean_speed(cont[walk.num_frames :], walk.fps),
+                     "continuation": continued(walk),
                      "inbetween_gap": mean_speed(fill[GAP], wave.fps)})  # fmt: skip
         if more:
-            rows[-1]["more_continuations"] = {
-                name: mean_speed(
-                    run_edit(
-                        pipe, clip, np.ones(clip.num_frames, dtype=bool), extra_seconds=5.0, seed=0
-                    ).motion.positions()[clip.num_frames :],
-                    clip.fps,
-                )
-                for name, clip in more.items()
-            }
+            rows[-1]["more_continuations"] = {name: continued(c) for name, c in more.items()}
     print(f"{'':<18}{'continuation (new 5 s)':>24}{'in-between gap':>18}")
     for row in rows:
         extra = "".join(f"  {n}: {v:.3f}" for n, v in row.get("more_continuations", {}).items())

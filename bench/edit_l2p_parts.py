@@ -20,7 +20,13 @@ import numpy as np
 
 from mofusion._io import atomic_write_text
 from mofusion.editing import EditRequest
-from mofusion.evaluation import N_PAST, _comparable_models, global_transforms, motion_windows
+from mofusion.evaluation import (
+    N_PAST,
+    _comparable_models,
+    benchmark_windows,
+    global_transforms,
+    position_normalisation,
+)
 from mofusion.metrics.inbetween import l2p
 
 
@@ -35,12 +41,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     pipes, dataset, rep = _comparable_models(args.checkpoint, args.data, "cpu", args.cache)
-    windows = motion_windows(dataset.subset("val"), rep, 65, 40)
-    if len(windows) > args.max_windows:
-        picks = np.random.default_rng(0).choice(len(windows), size=args.max_windows, replace=False)
-        windows = [windows[i] for i in sorted(picks)]
-    stats = global_transforms(motion_windows(dataset.subset("train"), rep, 50, 20))[1]
-    mean, std = stats.mean(axis=(0, 1)), stats.std(axis=(0, 1))
+    windows = benchmark_windows(dataset, rep, "val", args.max_windows, seed=0)
+    mean, std = position_normalisation(dataset, rep)
     window = N_PAST + args.transition + 1
     clips = [m.slice(0, window) for m in windows]
     true_p = global_transforms(clips)[1]

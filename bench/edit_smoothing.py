@@ -26,7 +26,13 @@ import torch
 
 from mofusion._io import atomic_write_text
 from mofusion.editing import EditRequest
-from mofusion.evaluation import N_PAST, _comparable_models, global_transforms, motion_windows
+from mofusion.evaluation import (
+    N_PAST,
+    _comparable_models,
+    benchmark_windows,
+    global_transforms,
+    position_normalisation,
+)
 from mofusion.metrics.inbetween import interpolation_baseline, l2p, l2q, npss
 from mofusion.motion import Motion
 
@@ -57,12 +63,8 @@ def main() -> int:
     weights = [float(w) for w in args.weights.split(",")]
     temperatures = [float(t) for t in args.temperatures.split(",")]
     (pipe,), dataset, rep = _comparable_models([args.checkpoint], args.data, "cpu", args.cache)
-    windows = motion_windows(dataset.subset("val"), rep, 65, 40)
-    if len(windows) > args.max_windows:
-        picks = np.random.default_rng(0).choice(len(windows), size=args.max_windows, replace=False)
-        windows = [windows[i] for i in sorted(picks)]
-    stats = global_transforms(motion_windows(dataset.subset("train"), rep, 50, 20))[1]
-    mean, std = stats.mean(axis=(0, 1)), stats.std(axis=(0, 1))
+    windows = benchmark_windows(dataset, rep, "val", args.max_windows, seed=0)
+    mean, std = position_normalisation(dataset, rep)
     generate = pipe.generate
     rows = []
     started = time.perf_counter()

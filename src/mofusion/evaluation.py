@@ -202,6 +202,26 @@ def motion_windows(
     return windows
 
 
+def benchmark_windows(
+    dataset: MotionDataset, rep: MotionRepresentation, split: str, max_windows: int | None, seed: int
+) -> list[Motion]:
+    """The in-betweening benchmark's windows of a split (65 frames every 40, facing +Z), an evenly
+    drawn subset of ``max_windows`` when there are more (the same ones for every ``seed``)."""
+    windows = motion_windows(dataset.subset(split), rep, 65, 40)
+    if max_windows is not None and len(windows) > max_windows:
+        picks = np.random.default_rng(seed).choice(len(windows), size=max_windows, replace=False)
+        windows = [windows[i] for i in sorted(picks)]
+    return windows
+
+
+def position_normalisation(
+    dataset: MotionDataset, rep: MotionRepresentation
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of global joint positions over training windows (50 frames every 20): L2P's scale."""
+    stats = global_transforms(motion_windows(dataset.subset("train"), rep, 50, 20))[1]
+    return stats.mean(axis=(0, 1)), stats.std(axis=(0, 1))
+
+
 def global_transforms(motions: Sequence[Motion]) -> tuple[np.ndarray, np.ndarray]:
     """Global quaternions ``(B, T, J, 4)`` and positions ``(B, T, J, 3)`` of same-length motions."""
     from .rotations import matrix_to_quat, quat_to_matrix
@@ -259,14 +279,10 @@ def inbetween_table(
 
     pipes, dataset, rep = _comparable_models(checkpoints, data, device, cache)
     skeleton = rep.spec.skeleton
-    test = motion_windows(dataset.subset(split), rep, 65, 40)
+    test = benchmark_windows(dataset, rep, split, max_windows, seed)
     if not test:
         raise MofusionError(f"no {split} clip is 65 frames long")
-    if max_windows is not None and len(test) > max_windows:
-        picks = np.random.default_rng(seed).choice(len(test), size=max_windows, replace=False)
-        test = [test[i] for i in sorted(picks)]
-    stats = global_transforms(motion_windows(dataset.subset("train"), rep, 50, 20))[1]
-    pos_mean, pos_std = stats.mean(axis=(0, 1)), stats.std(axis=(0, 1))
+    pos_mean, pos_std = position_normalisation(dataset, rep)
     toes = _toe_joints(rep.spec)
     names = ["zero-velocity", "interpolation"] + [
         labels[i] if labels else str(c) for i, c in enumerate(checkpoints)

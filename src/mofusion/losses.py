@@ -132,7 +132,7 @@ def diffusion_losses(
     """
     base = None
     if known_mask is not None and interpolation_residual:
-        channels_first = interpolate_known((x0 * known_mask).transpose(1, 2), known_mask.transpose(1, 2))
+        channels_first = interpolate_known(x0.transpose(1, 2), known_mask.transpose(1, 2))
         base = channels_first.transpose(1, 2)
     x_t = schedule.q_sample(x0 if base is None else x0 - base, t, noise)
     if known_mask is None:

@@ -248,9 +248,10 @@ class MotionPipeline:
             value = mask = offset = None
             if known_mask is not None and known is not None:
                 value, mask = known[start : start + b], known_mask[start : start + b]
-            if base is not None:
+            pasted = value
+            if base is not None:  # the model sees the interpolation; a known value's residual is zero
                 offset = base[start : start + b]
-                value = offset  # the model's known-values input; the known residual is zero
+                value, pasted = offset, torch.zeros_like(offset)
             diffusion_sampler.clip_offset = offset
             conditions = mask is not None and method in ("condition", "both")
             fn = guided(self.model, c, m, scale, value if conditions else None, mask if conditions else None)
@@ -273,7 +274,7 @@ class MotionPipeline:
                 generator,
                 callback=step_callback,
                 replace_mask=mask if replaces else None,
-                replace_value=(value if offset is None else torch.zeros_like(value)) if replaces else None,
+                replace_value=pasted if replaces else None,
             )
             outputs.append(x if offset is None else x + offset)
         bar.close()
