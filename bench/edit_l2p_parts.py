@@ -3,11 +3,13 @@ normalised error of the body relative to the root, beside the full L2P, on *vali
 
 The in-betweening benchmark's protocol (10 context frames, a transition, one target frame; windows of
 65 frames every 40, turned to face +Z; the same 120 windows as ``bench/edit_smoothing.py``), each
-checkpoint sampled once with its own settings (DDPM 50). ``--velocity-weight`` overrides
-``sample.velocity_weight`` (0: positions decoded without the velocity features).
+checkpoint sampled once with its own settings (DDPM 50). ``--velocity-weight``, ``--temperature`` and
+``--smoothing`` override ``sample.velocity_weight`` (0: positions decoded without the velocity
+features), ``sample.temperature`` and ``sample.smoothing_weight``. The last column, L2P with the
+generated body moved onto the true root path, is what a perfect root path would leave.
 
 Usage: python bench/edit_l2p_parts.py -c CKPT [-c CKPT ...] --data ../shared/data/bandai-namco
-       [--transition 5] [--velocity-weight W] [--out FILE.json]
+       [--transition 5] [--velocity-weight W] [--temperature T] [--smoothing S] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ def main() -> int:
     parser.add_argument("--transition", type=int, default=5)
     parser.add_argument("--max-windows", type=int, default=120)
     parser.add_argument("--velocity-weight", type=float, default=None)
+    parser.add_argument("--temperature", type=float, default=None)
+    parser.add_argument("--smoothing", type=float, default=None)
     parser.add_argument("--cache", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -50,10 +54,19 @@ def main() -> int:
     known = np.zeros(window, dtype=bool)
     known[:N_PAST] = True
     known[-1] = True
+    share = np.linspace(0.0, 1.0, args.transition + 2)[1:-1][None, :, None, None]  # (1, n, 1, 1)
+    first, last = true_p[:, N_PAST - 1 : N_PAST, :1], true_p[:, -1:, :1]  # (B, 1, 1, 3)
+    linear_root = first + share * (last - first)
+    linear_root_l2p = l2p(linear_root, true_p[:, span, :1], mean[:1], std[:1])
+    print(f"interpolation (linear root): root L2P {linear_root_l2p:.3f}", flush=True)
     rows = []
     for checkpoint, pipe in zip(args.checkpoint, pipes, strict=True):
         if args.velocity_weight is not None:
             pipe.config.sample.velocity_weight = args.velocity_weight
+        if args.temperature is not None:
+            pipe.config.sample.temperature = args.temperature
+        if args.smoothing is not None:
+            pipe.config.sample.smoothing_weight = args.smoothing
         requests = [EditRequest(window, known, motion=m) for m in clips]
         results = pipe.edit(requests, seed=0, sampler="ddpm", steps=50)
         pred_p = global_transforms([r.motion for r in results])[1]
@@ -64,13 +77,17 @@ def main() -> int:
             "L2P": l2p(pred_p[:, span], true_p[:, span], mean, std),
             "root_L2P": l2p(pred_p[:, span, :1], true_p[:, span, :1], mean[:1], std[:1]),
             "body_error": float(np.linalg.norm((body_pred - body_true) / std, axis=-1).mean()),
+            "L2P_on_true_root": l2p(body_pred + true_p[:, span, :1], true_p[:, span], mean, std),
         }
         rows.append(row)
         print(f"{checkpoint}: L2P {row['L2P']:.3f}  root L2P {row['root_L2P']:.3f}  "
-              f"body relative to root {row['body_error']:.3f}", flush=True)  # fmt: skip
+              f"body relative to root {row['body_error']:.3f}  "
+              f"L2P on the true root path {row['L2P_on_true_root']:.3f}", flush=True)  # fmt: skip
     if args.out is not None:
         result = {"split": "val", "windows": len(windows), "transition": args.transition,
-                  "velocity_weight": args.velocity_weight, "rows": rows}  # fmt: skip
+                  "velocity_weight": args.velocity_weight, "temperature": args.temperature,
+                  "smoothing": args.smoothing, "interpolation_root_L2P": linear_root_l2p,
+                  "rows": rows}  # fmt: skip
         atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
         print(f"wrote {args.out}")
     return 0

@@ -1,0 +1,130 @@
+"""In-betweening over a gap longer than the benchmark's, on *validation* windows: how far the root
+travels, how well each editing model follows it, and how much the feet slide.
+
+The benchmark (``mofusion evaluate inbetween``) stops at 45 frames, where the root rarely goes far;
+a user's keyframes can be metres apart. Windows of ``10 + gap + 1`` frames from the validation
+clips (every ``--offset`` frames, turned to face +Z at the last context frame, an evenly drawn
+subset of ``--max-windows``), 10 context frames and one target frame, DDPM 50, one seed. Rows: the
+interpolation baseline (linear root, slerp) and each checkpoint with its own sample settings.
+Columns: L2P and L2Q over the gap, the distance the root travels from the last context frame to the
+target (the windows' median), the velocity jump at both ends over the real windows' mean
+frame-to-frame change, and the foot-skating ratio over the whole window (real windows beside).
+
+Usage: python bench/edit_long_gap.py -c CKPT [-c CKPT ...] --data ../shared/data/bandai-namco
+       [--gap 90] [--offset 60] [--max-windows 80] [--out FILE.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mofusion._io import atomic_write_text
+from mofusion.editing import EditRequest
+from mofusion.evaluation import (
+    INBETWEEN_GROUND,
+    N_PAST,
+    _comparable_models,
+    _toe_joints,
+    _velocity_jumps,
+    global_transforms,
+    motion_windows,
+    position_normalisation,
+)
+from mofusion.metrics.inbetween import interpolation_baseline, l2p, l2q
+from mofusion.metrics.kinematic import foot_skating_ratio
+from mofusion.motion import Motion
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-c", "--checkpoint", required=True, type=Path, action="append")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--gap", type=int, default=90)
+    parser.add_argument("--offset", type=int, default=60)
+    parser.add_argument("--max-windows", type=int, default=80)
+    parser.add_argument("--cache", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    pipes, dataset, rep = _comparable_models(args.checkpoint, args.data, "cpu", args.cache)
+    length = N_PAST + args.gap + 1
+    windows = motion_windows(dataset.subset("val"), rep, length, args.offset)
+    if not windows:
+        print(f"no validation clip is {length} frames long; try a shorter --gap")
+        return 2
+    if len(windows) > args.max_windows:
+        picks = np.random.default_rng(0).choice(len(windows), size=args.max_windows, replace=False)
+        windows = [windows[i] for i in sorted(picks)]
+    mean, std = position_normalisation(dataset, rep)
+    toes = _toe_joints(rep.spec)
+    fps = rep.spec.fps
+    true_q, true_p = global_transforms(windows)
+    span = slice(N_PAST, length - 1)
+    change = float(np.linalg.norm(np.diff(true_p, n=2, axis=1), axis=-1).mean())
+    travel = np.linalg.norm((true_p[:, -1, 0] - true_p[:, N_PAST - 1, 0])[:, [0, 2]], axis=-1)
+    outputs: dict[str, list[Motion]] = {}
+    local = np.stack([m.rotations for m in windows])
+    roots = np.stack([m.root_positions for m in windows])
+    q, r = interpolation_baseline(local, roots, N_PAST - 1, length - 1)
+    filled_q, filled_r = local.copy(), roots.copy()
+    filled_q[:, span], filled_r[:, span] = q, r
+    outputs["interpolation"] = [
+        Motion(rep.spec.skeleton, a, b, fps) for a, b in zip(filled_q, filled_r, strict=True)
+    ]
+    known = np.zeros(length, dtype=bool)
+    known[:N_PAST] = True
+    known[-1] = True
+    for checkpoint, pipe in zip(args.checkpoint, pipes, strict=True):
+        results = pipe.edit(
+            [EditRequest(length, known, motion=m) for m in windows], seed=0, sampler="ddpm", steps=50
+        )
+        outputs[str(checkpoint)] = [res.motion for res in results]
+    rows = [
+        {
+            "row": "real",
+            "skating": float(foot_skating_ratio(true_p, toes, fps, ground=INBETWEEN_GROUND).mean()),
+        }
+    ]
+    for name, motions in outputs.items():
+        pred_q, pred_p = global_transforms(motions)
+        rows.append({
+            "row": name,
+            "L2P": l2p(pred_p[:, span], true_p[:, span], mean, std),
+            "L2Q": l2q(pred_q[:, span], true_q[:, span]),
+            "jump": float(_velocity_jumps(pred_p, N_PAST, args.gap).mean() / change),
+            "skating": float(foot_skating_ratio(pred_p, toes, fps, ground=INBETWEEN_GROUND).mean()),
+        })  # fmt: skip
+    print(f"{len(windows)} validation windows, gap {args.gap} frames ({args.gap / fps:.1f} s), root "
+          f"travel over the gap: median {np.median(travel):.2f} m, max {travel.max():.2f} m")  # fmt: skip
+    for row in rows:
+        figures = "  ".join(f"{k} {v:.3f}" for k, v in row.items() if k != "row")
+        print(f"{row['row']:<45} {figures}")
+    result = {
+        "split": "val",
+        "windows": len(windows),
+        "gap": args.gap,
+        "fps": fps,
+        "root_travel_median_m": float(np.median(travel)),
+        "root_travel_max_m": float(travel.max()),
+        "sampler": "ddpm 50",
+        "rows": rows,
+        "seconds": round(time.perf_counter() - started, 1),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    if args.out is not None:
+        atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
