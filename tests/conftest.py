@@ -104,23 +104,6 @@ def tiny_residual_run(
     return out
 
 
-@pytest.fixture(scope="session")
-def tiny_bridged_run(
-    bandai_root: Path, session_cache: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    """A tiny interpolation-residual model whose base bridges the root across gaps (12 steps)."""
-    from mofusion.cli import main
-
-    out = tmp_path_factory.mktemp("run") / "tiny-bridged"
-    code = main(["train", "--preset", "tiny", "--data", str(bandai_root), "--subset", "dataset-1",
-                 "--out", str(out), "--cache", str(session_cache), "--max-steps", "12", "-q",
-                 "--set", "denoiser.mask_conditioning=True",
-                 "--set", "denoiser.interpolation_residual=True",
-                 "--set", "denoiser.root_gap_bridging=True"])  # fmt: skip
-    assert code == 0
-    return out
-
-
 DANCE_WITH_MELODY = SHARED_DATA / "dance-with-melody"
 
 

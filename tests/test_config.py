@@ -28,10 +28,6 @@ def test_set_overrides_are_typed_and_validated() -> None:
         MofusionConfig().updated(assignments=["train.batch_size=big"])
     with pytest.raises(ConfigError, match="interpolation_residual needs denoiser.mask_conditioning"):
         MofusionConfig().updated(assignments=["denoiser.interpolation_residual=true"])
-    with pytest.raises(ConfigError, match="root_gap_bridging needs denoiser.interpolation_residual"):
-        MofusionConfig().updated(
-            assignments=["denoiser.mask_conditioning=true", "denoiser.root_gap_bridging=true"]
-        )
     with pytest.raises(ConfigError, match="unknown preset"):
         preset_config("huge")
 

@@ -116,12 +116,6 @@ class DenoiserConfig:
     last known frame; zero where a feature is never known), and that interpolation fills the known-
     values input channel. The network learns only what interpolation misses (the Delta-interpolator of
     Oreshkin et al. 2022); known values have a residual of exactly zero."""
-    root_gap_bridging: bool = False
-    """With ``interpolation_residual``: across a gap between two frames whose root is known, the
-    interpolation's root steps are corrected to carry the root from the first to the second (heading
-    and ground position; :func:`mofusion.editing.bridge_root_gaps`). The velocity features alone do
-    not say where the next known frame stands, so without this the network has to guess how far and
-    which way the root goes and the path is bent to meet it afterwards."""
 
     def __post_init__(self) -> None:
         _require(len(self.channels) >= 1, "denoiser.channels needs at least one stage")
@@ -139,10 +133,6 @@ class DenoiserConfig:
         _require(
             self.mask_conditioning or not self.interpolation_residual,
             "denoiser.interpolation_residual needs denoiser.mask_conditioning=true",
-        )
-        _require(
-            self.interpolation_residual or not self.root_gap_bridging,
-            "denoiser.root_gap_bridging needs denoiser.interpolation_residual=true",
         )
 
 

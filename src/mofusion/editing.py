@@ -42,8 +42,7 @@ from torch import Tensor
 
 from .errors import MofusionError
 from .motion import Motion
-from .representation import FeatureSpec, Normalizer
-from .rotations import quat_conj, quat_rotate
+from .representation import FeatureSpec
 
 EditMethod = Literal["replace", "condition", "both"]
 BODY_PARTS = (
@@ -243,107 +242,6 @@ def interpolate_known(values: Tensor, known_mask: Tensor) -> Tensor:
     held = torch.where(has_after, value_after, torch.zeros_like(values))
     held = torch.where(has_before, value_before, held)
     return torch.where(has_before & has_after, between, held)
-
-
-def _gap_sum(per_step: Tensor, start: Tensor, stop: Tensor) -> Tensor:
-    """Sums of ``per_step (B, T, ...)`` over steps ``start <= s < stop`` (per frame indices ``(B, T)``)."""
-    total = torch.nn.functional.pad(per_step.cumsum(1), (0, 0) * (per_step.ndim - 2) + (1, 0))
-    extra = per_step.shape[2:]
-
-    def at(index: Tensor) -> Tensor:
-        return total.gather(1, index.reshape(index.shape + (1,) * len(extra)).expand(index.shape + extra))
-
-    return at(stop) - at(start)
-
-
-def bridge_root_gaps(
-    features: Tensor, known_mask: Tensor, heading: Tensor, ground: Tensor, spec: FeatureSpec
-) -> Tensor:
-    """``features (B, T, C)`` (data units) whose root steps across each gap between two frames of
-    known root carry the root from the first to the second: heading and ground position.
-
-    The per-feature interpolation of :func:`interpolate_known` holds the last known root velocity
-    through a gap, which knows nothing of where the next known frame stands (the features keep only
-    velocities), so the generated path had to be bent to meet it afterwards. Here the yaw and ground
-    steps of a gap ``a -> b`` get one constant correction each (yaw first, then the ground step in
-    world axes) so that integrating them from frame ``a`` reaches frame ``b``'s heading and
-    position exactly; elsewhere the features are unchanged.
-
-    Args:
-        features: the interpolated features.
-        known_mask: ``(B, T, C)``; a frame's root is known where its root-height channel is.
-        heading: ``(B, T)`` root heading as the half-angle of the world-to-facing yaw quaternion
-            (:meth:`MotionRepresentation.root_trajectory`'s convention); read on root-known frames only.
-        ground: ``(B, T, 2)`` root x and z in the same world frame; read on root-known frames only.
-    """
-    sl = spec.slices
-    yaw_channel, xz = sl["root_yaw_velocity"].start, sl["root_xz_velocity"]
-    root_known = known_mask[..., sl["root_height"].start].bool()
-    num_frames = root_known.shape[1]
-    frame = torch.arange(num_frames, device=features.device).expand(root_known.shape)
-    # step t leads from frame t to t + 1: it lies in the gap from the last root-known frame <= t to
-    # the first root-known frame >= t + 1
-    start = torch.where(root_known, frame, -1).cummax(1).values
-    first_at_or_after = torch.where(root_known, frame, num_frames).flip(1).cummin(1).values.flip(1)
-    stop = torch.nn.functional.pad(first_at_or_after[:, 1:], (0, 1), value=num_frames)
-    in_gap = (start >= 0) & (stop < num_frames) & (stop - start >= 2)
-    if not bool(in_gap.any()):
-        return features
-    start, stop = start.clamp(0, num_frames - 1), stop.clamp(0, num_frames - 1)
-    steps = (stop - start).clamp_min(1).to(features.dtype)
-    heading = heading.to(features.dtype)
-    yaw = features[..., yaw_channel]
-    turned = _gap_sum(yaw[..., None], start, stop)[..., 0]
-    wanted = heading.gather(1, stop) - heading.gather(1, start)
-    miss = wanted - turned
-    miss = miss - torch.pi * torch.round(miss / torch.pi)  # half-angles: equal modulo pi
-    yaw = torch.where(in_gap, yaw + miss / steps, yaw)
-    # heading after each step, integrated from the gap's first frame
-    after_step = heading.gather(1, start) + _gap_sum(yaw[..., None], start, frame + 1)[..., 0]
-    zero = torch.zeros_like(after_step)
-    facing = torch.stack((torch.cos(after_step), zero, torch.sin(after_step), zero), dim=-1)
-    local_step = features[..., xz]
-    local3 = torch.stack((local_step[..., 0], zero, local_step[..., 1]), dim=-1)
-    world = quat_rotate(quat_conj(facing), local3)[..., [0, 2]]
-    travelled = _gap_sum(world, start, stop)
-    ground = ground.to(features.dtype)
-    wanted_xz = ground.gather(1, stop[..., None].expand(-1, -1, 2)) - ground.gather(
-        1, start[..., None].expand(-1, -1, 2)
-    )
-    correction = (wanted_xz - travelled) / steps[..., None]
-    correction3 = torch.stack((correction[..., 0], zero, correction[..., 1]), dim=-1)
-    corrected = local_step + quat_rotate(facing, correction3)[..., [0, 2]]
-    out = features.clone()
-    out[..., yaw_channel] = yaw
-    out[..., xz] = torch.where(in_gap[..., None], corrected, local_step)
-    return out
-
-
-def bridge_normalised_base(
-    base: Tensor,
-    known_mask: Tensor,
-    heading: Tensor,
-    ground: Tensor,
-    spec: FeatureSpec,
-    normalizer: Normalizer,
-) -> Tensor:
-    """:func:`bridge_root_gaps` on a normalised base ``(B, T, C)``: only its root-step channels change
-    (the others are not sent through denormalisation and back)."""
-    with torch.autocast(device_type=base.device.type, enabled=False):
-        bridged = normalizer.normalize(
-            bridge_root_gaps(normalizer.denormalize(base.float()), known_mask, heading, ground, spec)
-        )
-    steps = torch.zeros(base.shape[-1], dtype=torch.bool, device=base.device)
-    steps[spec.slices["root_yaw_velocity"]] = True
-    steps[spec.slices["root_xz_velocity"]] = True
-    return torch.where(steps, bridged.to(base.dtype), base)
-
-
-def heading_and_ground(representation, positions: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[no-untyped-def]
-    """Root heading (half-angle, see :func:`bridge_root_gaps`) ``(T,)`` and ground position ``(T, 2)``
-    of world joint positions ``(T, J, 3)``, with the facing the features are encoded with."""
-    facing = representation.facing(positions)
-    return torch.atan2(facing[:, 2], facing[:, 0]), positions[:, 0][:, [0, 2]]
 
 
 def random_masks(

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from .config import LossConfig
 from .diffusion import NoiseSchedule
-from .editing import bridge_normalised_base, interpolate_known
+from .editing import interpolate_known
 from .representation import MotionRepresentation, Normalizer
 from .skeleton import Skeleton
 
@@ -98,18 +98,6 @@ def motion_loss(positions: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     return masked_mean(((positions - target) ** 2).sum(-1), mask)
 
 
-def _bridged(
-    base: Tensor, x0: Tensor, known_mask: Tensor, representation: MotionRepresentation, normalizer: Normalizer
-) -> Tensor:
-    """The base with its root steps bridged across gaps, the placement of the known frames read from
-    the clean motion's own trajectory."""
-    with torch.no_grad(), torch.autocast(device_type=x0.device.type, enabled=False):
-        facing, root = representation.root_trajectory(normalizer.denormalize(x0.float()))
-        heading = torch.atan2(facing[..., 2], facing[..., 0])
-        spec = representation.spec
-        return bridge_normalised_base(base, known_mask, heading, root[..., [0, 2]], spec, normalizer)
-
-
 def diffusion_losses(
     model: torch.nn.Module,
     schedule: NoiseSchedule,
@@ -125,7 +113,6 @@ def diffusion_losses(
     drop_cond: Tensor | None = None,
     known_mask: Tensor | None = None,
     interpolation_residual: bool = False,
-    root_gap_bridging: bool = False,
 ) -> LossTerms:
     """All loss terms of one batch.
 
@@ -142,15 +129,11 @@ def diffusion_losses(
             known (their clean values come from ``x0``).
         interpolation_residual: the model diffuses ``x0`` minus the interpolation of its known
             values (:func:`mofusion.editing.interpolate_known`), which is also its known-values input.
-        root_gap_bridging: that interpolation's root steps carry the root across gaps between
-            known frames (:func:`mofusion.editing.bridge_root_gaps`, placement read from ``x0``).
     """
     base = None
     if known_mask is not None and interpolation_residual:
         channels_first = interpolate_known(x0.transpose(1, 2), known_mask.transpose(1, 2))
         base = channels_first.transpose(1, 2)
-        if root_gap_bridging:
-            base = _bridged(base, x0, known_mask, representation, normalizer)
     x_t = schedule.q_sample(x0 if base is None else x0 - base, t, noise)
     if known_mask is None:
         eps = model(x_t.transpose(1, 2), t, cond, cond_mask, drop_cond)

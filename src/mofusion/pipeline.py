@@ -28,9 +28,7 @@ from .editing import (
     EditRequest,
     EditResult,
     align_trajectory,
-    bridge_normalised_base,
     feature_mask,
-    heading_and_ground,
     interpolate_known,
 )
 from .errors import CheckpointError, MofusionError
@@ -192,7 +190,6 @@ class MotionPipeline:
         known: Tensor | None = None,
         known_mask: Tensor | None = None,
         method: EditMethod | None = None,
-        placement: tuple[Tensor, Tensor] | None = None,
     ) -> Generation:
         """Draw ``num_samples`` motions of ``num_frames`` frames.
 
@@ -203,9 +200,6 @@ class MotionPipeline:
         ``known (N, T, C)`` features (in data units) with ``known_mask (N, T, C)`` constrain the
         samples (see :mod:`mofusion.editing`); ``method`` is ``"replace"``, ``"condition"`` (models
         trained with masks) or ``"both"``, by default the model's own (:attr:`edit_method`).
-        ``placement`` (heading ``(N, T)``, ground ``(N, T, 2)``; see
-        :func:`mofusion.editing.bridge_root_gaps`) places the root-known frames in one world frame:
-        models trained with ``denoiser.root_gap_bridging`` need it.
         """
         if num_samples < 1:
             raise MofusionError("--num-samples must be at least 1")
@@ -247,17 +241,6 @@ class MotionPipeline:
         # an interpolation-residual model samples the residual to the interpolation of the known values
         residual = known_mask is not None and known is not None and self.model.config.interpolation_residual
         base = interpolate_known(known, known_mask) if residual else None
-        if base is not None and self.model.config.root_gap_bridging:
-            if placement is None:
-                raise MofusionError("this editing model needs the known frames' root placement (use edit)")
-            heading, ground = (p[:, :padded].to(self.device) for p in placement)
-            pad = padded - heading.shape[1]
-            heading = torch.nn.functional.pad(heading, (0, pad))
-            ground = torch.nn.functional.pad(ground, (0, 0, 0, pad))
-            channels_last = bridge_normalised_base(
-                base.transpose(1, 2), known_mask.transpose(1, 2), heading, ground, self.spec, self.normalizer
-            )
-            base = channels_last.transpose(1, 2)
         for start in range(0, num_samples, batch_size):
             b = min(batch_size, num_samples - start)
             c = None if cond is None else cond[start : start + b].to(self.device)
@@ -403,12 +386,9 @@ class MotionPipeline:
             raise MofusionError("edits of one call must have the same length")
         table = ChannelTable.of(self.spec)
         rotations = self.spec.slices["rotations"]
-        knowns, masks, headings, grounds = [], [], [], []
+        knowns, masks = [], []
         for r in requests:
             features = self._input_features(r)
-            heading, ground = self._input_placement(r)
-            headings.append(torch.nn.functional.pad(heading, (0, num_frames - len(heading))))
-            grounds.append(torch.nn.functional.pad(ground, (0, 0, 0, num_frames - len(ground))))
             known = torch.zeros(num_frames, self.spec.dim, dtype=torch.float32)
             known[: len(features)] = features
             joints = None if r.joints is None else torch.from_numpy(np.asarray(r.joints, dtype=bool))[None]
@@ -438,7 +418,6 @@ class MotionPipeline:
             known_mask=torch.stack(masks),
             method=method,
             progress=progress,
-            placement=(torch.stack(headings), torch.stack(grounds)),
         )
         pose = ~table.step  # a frame whose pose channels are all known keeps its decoded pose
         pinned = torch.stack([m[:, pose].all(dim=-1) for m in masks])
@@ -460,14 +439,6 @@ class MotionPipeline:
             torch.from_numpy(positions).double(), torch.from_numpy(quats).double()
         )
         return features.float()
-
-    def _input_placement(self, request: EditRequest) -> tuple[Tensor, Tensor]:
-        """Heading and ground position of the input frames' root, with the facing its features are
-        encoded with (see :meth:`_input_features`)."""
-        assert request.positions is not None
-        positions = np.concatenate([request.positions, request.positions[-1:]])
-        heading, ground = heading_and_ground(self.representation, torch.from_numpy(positions).double())
-        return heading[:-1].float(), ground[:-1].float()
 
     def _finish(self, request: EditRequest, generated: Motion) -> EditResult:
         assert request.positions is not None

@@ -332,7 +332,6 @@ class Trainer:
                 drop_cond=drop,
                 known_mask=known_mask,
                 interpolation_residual=self.config.denoiser.interpolation_residual,
-                root_gap_bridging=self.config.denoiser.root_gap_bridging,
             )
         return terms, t
 
