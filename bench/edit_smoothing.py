@@ -1,15 +1,17 @@
-"""Choose ``sample.smoothing_weight`` and ``sample.temperature`` for an editing model on
-*validation* windows.
+"""Choose ``sample.smoothing_weight``, ``sample.temperature`` and ``sample.velocity_weight`` for an
+editing model on *validation* windows.
 
 The in-betweening benchmark's protocol (10 context frames, a transition, one target frame; windows
 of 65 frames every 40, turned to face +Z) on the validation split: each transition length is
-sampled once per temperature and the same samples are decoded with every smoothing weight, so rows
-of one temperature differ only by the decoding. Prints L2P, L2Q, NPSS and the velocity jump at the
-keyframes per setting beside the interpolation baseline, and writes them as JSON. The test split is
-left for the reported table (``mofusion evaluate inbetween``).
+sampled once per temperature and the same samples are decoded with every smoothing weight (and,
+with ``--velocity-weights``, every weight of the velocity features when positions are
+consolidated), so rows of one temperature differ only by the decoding. Prints L2P, L2Q, NPSS and
+the velocity jump at the keyframes per setting beside the interpolation baseline, and writes them
+as JSON. The test split is left for the reported table (``mofusion evaluate inbetween``).
 
 Usage: python bench/edit_smoothing.py -c RUN_OR_EXPORT --data ../shared/data/bandai-namco
-       [--weights 0,64,256,1024] [--temperatures 1] [--transitions 15,30] [--max-windows 120]
+       [--weights 0,64,256,1024] [--velocity-weights 16] [--temperatures 1] [--transitions 15,30]
+       [--max-windows 120]
        [--out bench/results/bandai2-inbetween/smoothing-val.json]
 """
 
@@ -50,6 +52,9 @@ def main() -> int:
     parser.add_argument("-c", "--checkpoint", required=True, type=Path)
     parser.add_argument("--data", required=True)
     parser.add_argument("--weights", default="0,64,256,1024")
+    parser.add_argument(
+        "--velocity-weights", default=None, help="sample.velocity_weight values (default: the checkpoint's)"
+    )
     parser.add_argument("--temperatures", default="1", help="sampling temperatures, each sampled once")
     parser.add_argument("--transitions", default="15,30")
     parser.add_argument("--max-windows", type=int, default=120)
@@ -63,6 +68,11 @@ def main() -> int:
     weights = [float(w) for w in args.weights.split(",")]
     temperatures = [float(t) for t in args.temperatures.split(",")]
     (pipe,), dataset, rep = _comparable_models([args.checkpoint], args.data, "cpu", args.cache)
+    velocity_weights = (
+        [pipe.config.sample.velocity_weight]
+        if args.velocity_weights is None
+        else [float(w) for w in args.velocity_weights.split(",")]
+    )
     windows = benchmark_windows(dataset, rep, "val", args.max_windows, seed=0)
     mean, std = position_normalisation(dataset, rep)
     generate = pipe.generate
@@ -105,15 +115,22 @@ def main() -> int:
 
             pipe.generate = once  # type: ignore[method-assign]
             pipe.config.sample.temperature = temperature
-            for weight in weights:
-                pipe.config.sample.smoothing_weight = weight
-                results = pipe.edit(requests, seed=0, method=args.method, sampler="ddpm", steps=args.steps)
-                name = f"smoothing {weight:g}"
-                if len(temperatures) > 1:
-                    name += f", temperature {temperature:g}"
-                row = {"transition": n_trans, "row": name, "smoothing_weight": weight,
-                       "temperature": temperature, **scores([x.motion for x in results])}  # fmt: skip
-                rows.append(row)
+            for velocity_weight in velocity_weights:
+                pipe.config.sample.velocity_weight = velocity_weight
+                for weight in weights:
+                    pipe.config.sample.smoothing_weight = weight
+                    results = pipe.edit(
+                        requests, seed=0, method=args.method, sampler="ddpm", steps=args.steps
+                    )
+                    name = f"smoothing {weight:g}"
+                    if len(temperatures) > 1:
+                        name += f", temperature {temperature:g}"
+                    if len(velocity_weights) > 1:
+                        name += f", velocity {velocity_weight:g}"
+                    row = {"transition": n_trans, "row": name, "smoothing_weight": weight,
+                           "velocity_weight": velocity_weight, "temperature": temperature,
+                           **scores([x.motion for x in results])}  # fmt: skip
+                    rows.append(row)
         pipe.generate = generate  # type: ignore[method-assign]
         for row in rows:
             if row["transition"] == n_trans:
