@@ -1,0 +1,97 @@
+"""Which feature blocks an editing model gets wrong in a gap, on *validation* windows.
+
+The in-betweening benchmark's protocol (10 context frames, a transition, one target frame; the same
+120 windows as ``bench/edit_smoothing.py``), each checkpoint sampled once (DDPM 50) at its own
+temperature. For each block of the feature vector (root yaw and ground velocity, root height, local
+positions, rotations, joint velocities, foot contacts): the root-mean-square error of the generated
+features against the window's own, in units of the model's normalisation, over the frames of the
+gap (pose channels) or the steps from the last context frame to the last frame of the gap (step
+channels: velocities and contacts). Decoding does not enter (the features
+are compared before positions are consolidated and rotations fitted). The first row is the
+per-feature linear interpolation of the known values (``mofusion.editing.interpolate_known``: the
+base an interpolation-residual model adds its sample to).
+
+Usage: python bench/edit_feature_errors.py -c CKPT [-c CKPT ...] --data ../shared/data/bandai-namco
+       [--transition 5] [--out FILE.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mofusion._io import atomic_write_text
+from mofusion.editing import ChannelTable, EditRequest, feature_mask, interpolate_known
+from mofusion.evaluation import N_PAST, _comparable_models, benchmark_windows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-c", "--checkpoint", required=True, type=Path, action="append")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--transition", type=int, default=5)
+    parser.add_argument("--max-windows", type=int, default=120)
+    parser.add_argument("--cache", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    pipes, dataset, rep = _comparable_models(args.checkpoint, args.data, "cpu", args.cache)
+    windows = benchmark_windows(dataset, rep, "val", args.max_windows, seed=0)
+    window = N_PAST + args.transition + 1
+    clips = [m.slice(0, window) for m in windows]
+    known = np.zeros(window, dtype=bool)
+    known[:N_PAST] = True
+    known[-1] = True
+    # feature t holds frame t's pose and the step t -> t + 1: the last context frame's step leads
+    # into the gap, the gap's last step leads to the target
+    step = ChannelTable.of(rep.spec).step  # (errors in the units of the first checkpoint's normaliser)
+    judged = torch.zeros(window, rep.dim, dtype=torch.bool)
+    judged[N_PAST : window - 1] = True
+    judged[N_PAST - 1, step] = True
+    table = ChannelTable.of(rep.spec)
+    frames = torch.from_numpy(known)[None]
+    std = pipes[0].normalizer.std.cpu()
+
+    def block_errors(features: torch.Tensor, true: torch.Tensor) -> dict[str, float]:
+        squared = ((features - true) / std).pow(2)
+        out = {}
+        for name, sl in rep.slices.items():
+            mask = judged[:, sl].expand(squared.shape[0], -1, -1)
+            out[name] = float(squared[..., sl][mask].mean().sqrt())
+        return out
+
+    def report(name: str, errors: dict[str, float]) -> None:
+        rows.append({"row": name, **errors})
+        print(name)
+        for block, value in errors.items():
+            print(f"  {block:<20} {value:.3f}")
+
+    rows: list[dict[str, object]] = []
+    true = torch.stack([pipes[0]._input_features(EditRequest(window, known, motion=m)) for m in clips])
+    known_mask = feature_mask(table, frames.expand(len(clips), -1))
+    base = interpolate_known(true.transpose(1, 2), known_mask.transpose(1, 2)).transpose(1, 2)
+    report("interpolation of the known values", block_errors(base, true))
+    for checkpoint, pipe in zip(args.checkpoint, pipes, strict=True):
+        captured: dict[str, torch.Tensor] = {}
+        to_motions = pipe.to_motions
+
+        def keep_features(features, _to_motions=to_motions, _captured=captured, **kwargs):  # type: ignore[no-untyped-def]
+            _captured["features"] = features.detach().clone()
+            return _to_motions(features, **kwargs)
+
+        pipe.to_motions = keep_features  # type: ignore[method-assign]
+        requests = [EditRequest(window, known, motion=m) for m in clips]
+        pipe.edit(requests, seed=0, sampler="ddpm", steps=50)
+        report(str(checkpoint), block_errors(captured["features"], true))
+    if args.out is not None:
+        result = {"split": "val", "windows": len(windows), "transition": args.transition, "rows": rows}
+        atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
