@@ -21,12 +21,11 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from mofusion._io import atomic_write_text
 from mofusion.editing import ChannelTable, EditRequest, feature_mask, interpolate_known
-from mofusion.evaluation import N_PAST, _comparable_models, benchmark_windows
+from mofusion.evaluation import N_PAST, _comparable_models, benchmark_known, benchmark_windows
 
 
 def main() -> int:
@@ -42,18 +41,15 @@ def main() -> int:
     windows = benchmark_windows(dataset, rep, "val", args.max_windows, seed=0)
     window = N_PAST + args.transition + 1
     clips = [m.slice(0, window) for m in windows]
-    known = np.zeros(window, dtype=bool)
-    known[:N_PAST] = True
-    known[-1] = True
+    known = benchmark_known(window)
     # feature t holds frame t's pose and the step t -> t + 1: the last context frame's step leads
     # into the gap, the gap's last step leads to the target
-    step = ChannelTable.of(rep.spec).step  # (errors in the units of the first checkpoint's normaliser)
+    table = ChannelTable.of(rep.spec)
     judged = torch.zeros(window, rep.dim, dtype=torch.bool)
     judged[N_PAST : window - 1] = True
-    judged[N_PAST - 1, step] = True
-    table = ChannelTable.of(rep.spec)
+    judged[N_PAST - 1, table.step] = True
     frames = torch.from_numpy(known)[None]
-    std = pipes[0].normalizer.std.cpu()
+    std = pipes[0].normalizer.std.cpu()  # errors in the units of the first checkpoint's normaliser
 
     def block_errors(features: torch.Tensor, true: torch.Tensor) -> dict[str, float]:
         squared = ((features - true) / std).pow(2)

@@ -25,6 +25,7 @@ from mofusion.editing import EditRequest
 from mofusion.evaluation import (
     N_PAST,
     _comparable_models,
+    benchmark_known,
     benchmark_windows,
     global_transforms,
     position_normalisation,
@@ -51,9 +52,7 @@ def main() -> int:
     clips = [m.slice(0, window) for m in windows]
     true_p = global_transforms(clips)[1]
     span = slice(N_PAST, window - 1)
-    known = np.zeros(window, dtype=bool)
-    known[:N_PAST] = True
-    known[-1] = True
+    known = benchmark_known(window)
     share = np.linspace(0.0, 1.0, args.transition + 2)[1:-1][None, :, None, None]  # (1, n, 1, 1)
     first, last = true_p[:, N_PAST - 1 : N_PAST, :1], true_p[:, -1:, :1]  # (B, 1, 1, 3)
     linear_root = first + share * (last - first)

@@ -33,13 +33,14 @@ from mofusion.evaluation import (
     _comparable_models,
     _toe_joints,
     _velocity_jumps,
+    baseline_motions,
+    benchmark_known,
+    benchmark_windows,
     global_transforms,
-    motion_windows,
     position_normalisation,
 )
 from mofusion.metrics.inbetween import interpolation_baseline, l2p, l2q
 from mofusion.metrics.kinematic import foot_skating_ratio
-from mofusion.motion import Motion
 
 
 def main() -> int:
@@ -55,13 +56,10 @@ def main() -> int:
     started = time.perf_counter()
     pipes, dataset, rep = _comparable_models(args.checkpoint, args.data, "cpu", args.cache)
     length = N_PAST + args.gap + 1
-    windows = motion_windows(dataset.subset("val"), rep, length, args.offset)
+    windows = benchmark_windows(dataset, rep, "val", args.max_windows, 0, length, args.offset)
     if not windows:
         print(f"no validation clip is {length} frames long; try a shorter --gap")
         return 2
-    if len(windows) > args.max_windows:
-        picks = np.random.default_rng(0).choice(len(windows), size=args.max_windows, replace=False)
-        windows = [windows[i] for i in sorted(picks)]
     mean, std = position_normalisation(dataset, rep)
     toes = _toe_joints(rep.spec)
     fps = rep.spec.fps
@@ -69,18 +67,8 @@ def main() -> int:
     span = slice(N_PAST, length - 1)
     change = float(np.linalg.norm(np.diff(true_p, n=2, axis=1), axis=-1).mean())
     travel = np.linalg.norm((true_p[:, -1, 0] - true_p[:, N_PAST - 1, 0])[:, [0, 2]], axis=-1)
-    outputs: dict[str, list[Motion]] = {}
-    local = np.stack([m.rotations for m in windows])
-    roots = np.stack([m.root_positions for m in windows])
-    q, r = interpolation_baseline(local, roots, N_PAST - 1, length - 1)
-    filled_q, filled_r = local.copy(), roots.copy()
-    filled_q[:, span], filled_r[:, span] = q, r
-    outputs["interpolation"] = [
-        Motion(rep.spec.skeleton, a, b, fps) for a, b in zip(filled_q, filled_r, strict=True)
-    ]
-    known = np.zeros(length, dtype=bool)
-    known[:N_PAST] = True
-    known[-1] = True
+    outputs = {"interpolation": baseline_motions(windows, interpolation_baseline)}
+    known = benchmark_known(length)
     for checkpoint, pipe in zip(args.checkpoint, pipes, strict=True):
         results = pipe.edit(
             [EditRequest(length, known, motion=m) for m in windows], seed=0, sampler="ddpm", steps=50

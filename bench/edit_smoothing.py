@@ -31,20 +31,15 @@ from mofusion.editing import EditRequest
 from mofusion.evaluation import (
     N_PAST,
     _comparable_models,
+    _velocity_jumps,
+    baseline_motions,
+    benchmark_known,
     benchmark_windows,
     global_transforms,
     position_normalisation,
 )
 from mofusion.metrics.inbetween import interpolation_baseline, l2p, l2q, npss
 from mofusion.motion import Motion
-
-
-def jump(positions: np.ndarray, window: int, change: float) -> float:
-    """Mean velocity change entering and leaving the transition over the real windows' mean change."""
-    v = np.diff(positions, axis=1)
-    entry = np.linalg.norm(v[:, N_PAST - 1] - v[:, N_PAST - 2], axis=-1).mean()
-    exit_ = np.linalg.norm(v[:, window - 2] - v[:, window - 3], axis=-1).mean()
-    return float((entry + exit_) / 2 / change)
 
 
 def main() -> int:
@@ -84,25 +79,18 @@ def main() -> int:
         true_q, true_p = global_transforms(clips)
         change = float(np.linalg.norm(np.diff(true_p, n=2, axis=1), axis=-1).mean())
         span = slice(N_PAST, window - 1)
-        local = np.stack([m.rotations for m in clips])
-        roots = np.stack([m.root_positions for m in clips])
-        local[:, span], roots[:, span] = interpolation_baseline(local, roots, N_PAST - 1, window - 1)
 
-        def scores(motions: list[Motion], span: slice = span, window: int = window, change: float = change,
+        def scores(motions: list[Motion], span: slice = span, n_trans: int = n_trans, change: float = change,
                    true_q: np.ndarray = true_q, true_p: np.ndarray = true_p) -> dict[str, float]:  # fmt: skip
             q, p = global_transforms(motions)
             return {"L2P": l2p(p[:, span], true_p[:, span], mean, std),
                     "L2Q": l2q(q[:, span], true_q[:, span]),
                     "NPSS": npss(q[:, span], true_q[:, span]),
-                    "jump": jump(p, window, change)}  # fmt: skip
+                    "jump": float(_velocity_jumps(p, N_PAST, n_trans).mean() / change)}  # fmt: skip
 
-        interpolated = [
-            Motion(rep.spec.skeleton, a, b, rep.spec.fps) for a, b in zip(local, roots, strict=True)
-        ]
-        rows.append({"transition": n_trans, "row": "interpolation", **scores(interpolated)})
-        known = np.zeros(window, dtype=bool)
-        known[:N_PAST] = True
-        known[-1] = True
+        rows.append({"transition": n_trans, "row": "interpolation",
+                     **scores(baseline_motions(clips, interpolation_baseline))})  # fmt: skip
+        known = benchmark_known(window)
         requests = [EditRequest(window, known, motion=m) for m in clips]
         for temperature in temperatures:
             memo: dict[str, object] = {}

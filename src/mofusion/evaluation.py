@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -203,15 +203,44 @@ def motion_windows(
 
 
 def benchmark_windows(
-    dataset: MotionDataset, rep: MotionRepresentation, split: str, max_windows: int | None, seed: int
+    dataset: MotionDataset,
+    rep: MotionRepresentation,
+    split: str,
+    max_windows: int | None,
+    seed: int,
+    length: int = 65,
+    offset: int = 40,
 ) -> list[Motion]:
     """The in-betweening benchmark's windows of a split (65 frames every 40, facing +Z), an evenly
     drawn subset of ``max_windows`` when there are more (the same ones for every ``seed``)."""
-    windows = motion_windows(dataset.subset(split), rep, 65, 40)
+    windows = motion_windows(dataset.subset(split), rep, length, offset)
     if max_windows is not None and len(windows) > max_windows:
         picks = np.random.default_rng(seed).choice(len(windows), size=max_windows, replace=False)
         windows = [windows[i] for i in sorted(picks)]
     return windows
+
+
+Baseline = Callable[[np.ndarray, np.ndarray, int, int], tuple[np.ndarray, np.ndarray]]
+"""A LAFAN1 baseline: ``(local quaternions, root positions, last known frame, target) -> transition``."""
+
+
+def benchmark_known(window: int) -> np.ndarray:
+    """Known frames of a benchmark window: the context frames and the target, its last frame."""
+    known = np.zeros(window, dtype=bool)
+    known[:N_PAST] = True
+    known[-1] = True
+    return known
+
+
+def baseline_motions(clips: Sequence[Motion], baseline: Baseline) -> list[Motion]:
+    """``clips`` with their transition (between the context and the last frame) filled by a
+    LAFAN1 baseline (:func:`~mofusion.metrics.inbetween.interpolation_baseline` or
+    :func:`~mofusion.metrics.inbetween.zero_velocity_baseline`)."""
+    target = clips[0].num_frames - 1
+    local = np.stack([m.rotations for m in clips])
+    roots = np.stack([m.root_positions for m in clips])
+    local[:, N_PAST:target], roots[:, N_PAST:target] = baseline(local, roots, N_PAST - 1, target)
+    return [Motion(m.skeleton, q, r, m.fps) for m, q, r in zip(clips, local, roots, strict=True)]
 
 
 def position_normalisation(
@@ -278,7 +307,6 @@ def inbetween_table(
     from .metrics.inbetween import interpolation_baseline, l2p, l2q, npss, zero_velocity_baseline
 
     pipes, dataset, rep = _comparable_models(checkpoints, data, device, cache)
-    skeleton = rep.spec.skeleton
     test = benchmark_windows(dataset, rep, split, max_windows, seed)
     if not test:
         raise MofusionError(f"no {split} clip is 65 frames long")
@@ -298,22 +326,11 @@ def inbetween_table(
         change = np.linalg.norm(np.diff(true_p, n=2, axis=1), axis=-1).mean()
         rows["real"].update(_seams_and_skating(true_p, n_trans, change, toes, rep.spec.fps))
         target = N_PAST + n_trans
-        local = np.stack([m.rotations for m in clips])
-        roots = np.stack([m.root_positions for m in clips])
-        outputs: dict[str, list[Motion]] = {}
-        for name, baseline in (
-            ("zero-velocity", zero_velocity_baseline),
-            ("interpolation", interpolation_baseline),
-        ):
-            q, r = baseline(local, roots, N_PAST - 1, target)
-            filled_q, filled_r = local.copy(), roots.copy()
-            filled_q[:, N_PAST:target], filled_r[:, N_PAST:target] = q, r
-            outputs[name] = [
-                Motion(skeleton, a, b, rep.spec.fps) for a, b in zip(filled_q, filled_r, strict=True)
-            ]
-        known = np.zeros(window, dtype=bool)
-        known[:N_PAST] = True
-        known[target] = True
+        outputs: dict[str, list[Motion]] = {
+            "zero-velocity": baseline_motions(clips, zero_velocity_baseline),
+            "interpolation": baseline_motions(clips, interpolation_baseline),
+        }
+        known = benchmark_known(window)
         for i, pipe in enumerate(pipes):
             requests = [EditRequest(window, known, motion=m) for m in clips]
             method = rows[names[2 + i]]["method"]
