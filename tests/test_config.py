@@ -24,6 +24,11 @@ def test_set_overrides_are_typed_and_validated() -> None:
         MofusionConfig().updated(assignments=["train.nope=1"])
     with pytest.raises(ConfigError, match="diffusion.schedule must be one of"):
         MofusionConfig().updated(assignments=["diffusion.schedule=quadratic"])
+    assert (
+        MofusionConfig().updated(assignments=["diffusion.prediction=sample"]).diffusion.prediction == "sample"
+    )
+    with pytest.raises(ConfigError, match="diffusion.prediction must be one of"):
+        MofusionConfig().updated(assignments=["diffusion.prediction=v"])
     with pytest.raises(ConfigError, match="train.batch_size must be int"):
         MofusionConfig().updated(assignments=["train.batch_size=big"])
     with pytest.raises(ConfigError, match="interpolation_residual needs denoiser.mask_conditioning"):

@@ -96,6 +96,39 @@ def test_samplers_reproduce_a_gaussian_data_set(
     assert float(x.std()) == pytest.approx(SIGMA, abs=std_tolerance)
 
 
+def ideal_x0(schedule: NoiseSchedule):  # type: ignore[no-untyped-def]
+    """E[x_0 | x_t] for the same data: what a sample-predicting model's loss is minimised by."""
+    eps_fn = ideal_eps(schedule)
+
+    def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        ab = schedule.alpha_bar[t].reshape(-1, 1, 1).double()
+        return (x.double() - (1 - ab).sqrt() * eps_fn(x, t)) / ab.sqrt()
+
+    return fn
+
+
+@pytest.mark.parametrize(("kind", "steps", "eta"), [("ddpm", 200, 0.0), ("ddim", 50, 0.0), ("ddim", 50, 1.0)])
+def test_a_sample_predicting_model_samples_as_its_noise_predicting_twin(
+    kind: str, steps: int, eta: float
+) -> None:
+    noise_model = NoiseSchedule(DiffusionConfig(num_steps=1000))
+    sample_model = NoiseSchedule(DiffusionConfig(num_steps=1000, prediction="sample"))
+    a = sample_loop(ideal_eps(noise_model), make_sampler(noise_model, kind, steps, eta), (4000, 1, 1),
+                    make_generator(0))  # fmt: skip
+    b = sample_loop(ideal_x0(sample_model), make_sampler(sample_model, kind, steps, eta), (4000, 1, 1),
+                    make_generator(0))  # fmt: skip
+    # the same estimates of x_0 and eps at every step: the same samples up to rounding
+    assert torch.allclose(a, b, atol=1e-4)
+    assert float(b.double().mean()) == pytest.approx(MU, abs=0.03)
+    # one step by hand: the output is x_0 itself, eps the noise it implies
+    x_t, x0 = torch.randn(2, 1, 3, dtype=torch.float64), torch.randn(2, 1, 3, dtype=torch.float64)
+    out = DDPMSampler(sample_model).step(x0, 3, x_t, make_generator(0))
+    ab = sample_model.alpha_bar64[996]
+    eps = (x_t - math.sqrt(ab) * x0) / math.sqrt(1 - ab)
+    twin = DDPMSampler(noise_model).step(eps, 3, x_t, make_generator(0))
+    assert torch.equal(out.pred_x0, x0) and torch.allclose(out.prev_sample, twin.prev_sample)
+
+
 def test_ddim_is_deterministic_and_seeded() -> None:
     schedule = NoiseSchedule(DiffusionConfig(num_steps=100))
     fn = ideal_eps(schedule)

@@ -285,6 +285,44 @@ def test_a_zero_residual_samples_the_interpolation(tiny_residual_run: Path, band
     assert torch.allclose(got[35], want[30], atol=1e-4)  # held after the last known frame
 
 
+def test_a_sample_predicting_residual_model_trains_and_edits(
+    bandai_root: Path,
+    session_cache: Path,
+    bandai_clips: list[Path],
+    bandai_dataset,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # type: ignore[no-untyped-def]
+    """``diffusion.prediction=sample``: trained, saved, loaded and sampled as such end to end."""
+    from mofusion.pipeline import MotionPipeline
+
+    run = tmp_path / "tiny-sample"
+    code = main(["train", "--preset", "tiny", "--data", str(bandai_root), "--subset", "dataset-1",
+                 "--out", str(run), "--cache", str(session_cache), "--max-steps", "4", "-q",
+                 "--set", "denoiser.mask_conditioning=True", "--set", "denoiser.interpolation_residual=True",
+                 "--set", "diffusion.prediction=sample"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    source = bandai_clip(bandai_clips, "walk_happy")
+    before, after = run_task(capsys, "edit", source, run, tmp_path / "edit.bvh", "--keep", "0-20,70-99")
+    assert np.array_equal(after.values[:21], before.values[:21]) and np.isfinite(after.values).all()
+    # a network that predicts a zero residual at every step samples the interpolation exactly
+    pipe = MotionPipeline.from_checkpoint(run)
+    assert pipe.schedule.prediction == "sample"
+    pipe.model.forward = lambda x, *args, **kwargs: torch.zeros_like(x)  # type: ignore[method-assign]
+    features = torch.from_numpy(bandai_dataset.collection.features[:40]).float()
+    table = ChannelTable.of(pipe.spec)
+    frames = torch.zeros(40, dtype=torch.bool)
+    frames[:10] = True
+    frames[30] = True
+    known_mask = feature_mask(table, frames[None])[0]
+    for sampler in ("ddpm", "ddim"):
+        out = pipe.generate(1, 40, sampler=sampler, steps=10, known=features[None], known_mask=known_mask[None],
+                            method="condition")  # fmt: skip
+        pose = ~table.step
+        got, want = out.features[0][:, pose], features[:, pose]
+        assert torch.allclose(got[20], want[9] + (want[30] - want[9]) * 11 / 21, atol=1e-4), sampler
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -62,6 +62,20 @@ def test_step_runner_equals_the_eager_loop(kind: str, eta: float, scale: float, 
     )
 
 
+def test_step_runner_equals_the_eager_loop_for_a_sample_predicting_model() -> None:
+    model = _model()
+    schedule = NoiseSchedule(DiffusionConfig(num_steps=100, prediction="sample"))
+    for kind, eta in (("ddpm", 0.0), ("ddim", 0.5)):
+        sampler = make_sampler(schedule, kind, 10, eta, torch.full((12,), 2.0))
+        cond = torch.randn(2, 5, 8)
+        expected = _eager(model, sampler, (2, 12, 16), cond, None, 2.5, seed=3)
+        got = StepRunner(model, sampler, (2, 12, 16), cond, None, 2.5, Acceleration()).run(make_generator(3))
+        assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5), (kind, (got - expected).abs().max())
+        # and not what the same network gives read as noise
+        noise_sampler = make_sampler(NoiseSchedule(DiffusionConfig(num_steps=100)), kind, 10, eta)
+        assert not torch.allclose(got, _eager(model, noise_sampler, (2, 12, 16), cond, None, 2.5, seed=3))
+
+
 def test_step_runner_unconditional_and_progress_callback() -> None:
     model = _model()
     sampler = make_sampler(NoiseSchedule(DiffusionConfig(num_steps=50)), "ddpm", 5)

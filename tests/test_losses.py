@@ -201,3 +201,27 @@ def test_an_interpolation_residual_model_diffuses_the_residual(batch) -> None:  
     assert torch.allclose(seen["x"][known_mask], ((1 - scale**2).sqrt() * noise)[known_mask], atol=1e-5)
     # the motion recovered from a perfect prediction is the clean motion: no kinematic error
     assert float(terms.motion.max()) < 1e-8 and float(terms.eps_mse.max()) == 0.0
+
+
+def test_a_sample_predicting_model_is_scored_on_the_clean_motion(batch) -> None:  # type: ignore[no-untyped-def]
+    rep, norm, x0 = batch
+    schedule = NoiseSchedule(DiffusionConfig(num_steps=1000, prediction="sample"))
+    t = torch.tensor([0, 400, 999])
+    mask = torch.ones(x0.shape[:2], dtype=torch.bool)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(4))
+    # predicting zeros: the denoising term is x_0's mean square, whatever the noise and the step
+    zero = diffusion_losses(_ZeroEps(), schedule, x0, mask, t, noise, rep, norm, LossConfig())
+    assert torch.allclose(zero.eps_mse, (x0**2).mean((1, 2)))
+    # the kinematic terms run on the output itself: decoded from zeros, the same at every step
+    assert torch.allclose(zero.motion, zero.motion[:1].expand(3)) and float(zero.motion[0]) > 0
+    assert torch.allclose(zero.weight, schedule.alpha_bar[t])
+
+    class Perfect(torch.nn.Module):  # the clean residual, exactly
+        def forward(self, x, t, cond, cond_mask, drop, known, known_mask):  # type: ignore[no-untyped-def]
+            return (x0 - known.transpose(1, 2)).transpose(1, 2)
+
+    known_mask = torch.zeros(x0.shape, dtype=torch.bool)
+    known_mask[:, :10] = True
+    terms = diffusion_losses(Perfect(), schedule, x0, mask, t, noise, rep, norm, LossConfig(),
+                             known_mask=known_mask, interpolation_residual=True)  # fmt: skip
+    assert float(terms.eps_mse.max()) == 0.0 and float(terms.motion.max()) < 1e-8

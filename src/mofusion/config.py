@@ -148,8 +148,11 @@ class DiffusionConfig:
     """First beta of the linear schedule."""
     beta_end: float = 0.02
     """Last beta of the linear schedule."""
-    prediction: Literal["epsilon"] = "epsilon"
-    """What the network predicts (MoFusion: the noise)."""
+    prediction: Literal["epsilon", "sample"] = "epsilon"
+    """What the network predicts: ``epsilon``, the noise (MoFusion, DDPM), trained by the noise's
+    squared error; or ``sample``, the clean x_0 (MDM, EDGE), trained by x_0's squared error, which
+    weighs every step alike where the noise's error weighs a step by its signal-to-noise ratio
+    (so the noisiest steps, where the motion's coarse course is decided, count for little)."""
 
     def __post_init__(self) -> None:
         _require(self.num_steps >= 2, "diffusion.num_steps must be >= 2")
@@ -157,7 +160,7 @@ class DiffusionConfig:
         _require(
             0 < self.beta_start < self.beta_end < 1, "diffusion betas need 0 < beta_start < beta_end < 1"
         )
-        _require(self.prediction == "epsilon", "diffusion.prediction: only 'epsilon' is supported")
+        _require(self.prediction in ("epsilon", "sample"), "diffusion.prediction must be epsilon or sample")
 
 
 @dataclass

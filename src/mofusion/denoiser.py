@@ -5,7 +5,7 @@ Layout (Dabral et al. 2023, Fig. 2), for stage widths ``c_1 < c_2 < ... < c_S``:
     x (B, C, T) -> conv -> [ResBlock x n -> CrossAttention -> Downsample]  stages 1..S-1
                            [ResBlock x n -> CrossAttention]                  stage S (bottom)
                            [concat skip -> ResBlock x n -> CrossAttention -> Upsample] stages S-1..1
-                -> GroupNorm -> SiLU -> conv (zero-initialised) -> + s(t) * W x -> eps (B, C, T)
+                -> GroupNorm -> SiLU -> conv (zero-initialised) -> + s(t) * W x -> eps or x_0 (B, C, T)
 
 The last term is a full-width 1x1 convolution of the input, scaled per channel by the step: the
 noise is full-rank, so without it a first stage narrower than the feature vector (128 channels for
@@ -220,7 +220,8 @@ class SamplingCache:
 
 
 class MotionUNet1D(nn.Module):
-    """The denoiser ``eps = f(x_t, t, condition)``.
+    """The denoiser ``eps = f(x_t, t, condition)`` (or ``x_0 = f(...)``: which one is the diffusion
+    config's ``prediction``; the network is the same).
 
     Args (forward):
         x: ``(B, C, T)`` noisy normalised features; ``T`` a multiple of :attr:`length_multiple`.

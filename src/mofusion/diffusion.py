@@ -1,7 +1,8 @@
 """The diffusion process, kept apart from the model (as improved-diffusion and diffusers do).
 
-:class:`NoiseSchedule` holds the forward process q(x_t | x_0); the samplers run the reverse process
-with any ``model_fn(x_t, t) -> eps``; they follow diffusers' ``set_timesteps`` / ``step`` interface
+:class:`NoiseSchedule` holds the forward process q(x_t | x_0) and what the network predicts (the noise
+or the clean sample, ``diffusion.prediction``); the samplers run the reverse process with any
+``model_fn(x_t, t) -> output`` of that kind; they follow diffusers' ``set_timesteps`` / ``step`` interface
 and run on a subset of the training steps ("respacing"), which is how a 1000-step model samples in 50.
 
 Notation: ``alpha_bar[t]`` is the product of ``1 - beta`` up to step ``t``; ``t = 0`` is the least
@@ -40,6 +41,7 @@ class NoiseSchedule:
 
     def __init__(self, cfg: DiffusionConfig, device: torch.device | str = "cpu") -> None:
         self.config = cfg
+        self.prediction = cfg.prediction
         betas = make_betas(cfg)
         self.num_steps = len(betas)
         self.alpha_bar64 = np.cumprod(1.0 - betas)
@@ -77,6 +79,12 @@ class NoiseSchedule:
 
     def alpha_bar_at(self, t: Tensor) -> Tensor:
         return self.alpha_bar[t]
+
+    def x0_and_eps(self, output: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """The clean sample and the noise that a network ``output`` at step ``t`` stands for."""
+        if self.prediction == "sample":
+            return output, self.predict_eps(x_t, t, output)
+        return self.predict_x0(x_t, t, output), output
 
 
 @dataclass
@@ -140,12 +148,13 @@ class _Sampler:
         raise NotImplementedError
 
     def step(
-        self, eps: Tensor, index: int, x_t: Tensor, generator: torch.Generator | None = None
+        self, output: Tensor, index: int, x_t: Tensor, generator: torch.Generator | None = None
     ) -> StepOutput:
-        """x at the next kept step from the model's ``eps`` at step ``index`` (noise drawn from
-        ``generator`` where the step adds any)."""
+        """x at the next kept step from the model's ``output`` (its noise or its clean sample, as
+        the schedule's ``prediction`` says) at step ``index`` (noise drawn from ``generator`` where
+        the step adds any)."""
         c = self.coefficients(index)
-        x0, eps = self._estimate(eps, x_t, c.sqrt_ab, c.sqrt_one_minus_ab)
+        x0, eps = self._estimate(output, x_t, c.sqrt_ab, c.sqrt_one_minus_ab)
         prev = c.x0_weight * x0 + c.xt_weight * x_t
         if c.eps_weight:
             prev = prev + c.eps_weight * eps
@@ -155,11 +164,17 @@ class _Sampler:
         return StepOutput(prev, x0)
 
     def _estimate(
-        self, eps: Tensor, x_t: Tensor, sqrt_ab: float, sqrt_one_minus_ab: float
+        self, output: Tensor, x_t: Tensor, sqrt_ab: float, sqrt_one_minus_ab: float
     ) -> tuple[Tensor, Tensor]:
-        """x_0 from eps (Ho et al. eq. 15); with a clip bound, x_0 is clamped to it and eps is
-        recomputed from the clamped x_0 so that the step stays consistent (as diffusers does)."""
-        x0 = (x_t - sqrt_one_minus_ab * eps) / sqrt_ab
+        """x_0 and eps from the model's output (x_0 from eps by Ho et al. eq. 15, or eps from x_0);
+        with a clip bound, x_0 is clamped to it and eps is recomputed from the clamped x_0 so that
+        the step stays consistent (as diffusers does)."""
+        if self.schedule.prediction == "sample":
+            x0 = output
+            eps = (x_t - sqrt_ab * x0) / sqrt_one_minus_ab
+        else:
+            eps = output
+            x0 = (x_t - sqrt_one_minus_ab * eps) / sqrt_ab
         if self.clip is None:
             return x0, eps
         bound = self.clip.to(x0.device, x0.dtype).reshape((1, -1) + (1,) * (x0.ndim - 2))
@@ -299,7 +314,9 @@ def guided(
     known: Tensor | None = None,
     known_mask: Tensor | None = None,
 ) -> ModelFn:
-    """Classifier-free guidance (Ho & Salimans 2022): eps = eps_null + s (eps_cond - eps_null).
+    """Classifier-free guidance (Ho & Salimans 2022): eps = eps_null + s (eps_cond - eps_null)
+    (the same combination of x_0 predictions for a sample-predicting model: the two are affine in
+    each other at a given x_t and t).
 
     The conditional and null passes run as one batch of 2B. Without a condition, or with s = 1,
     this is the plain model. ``known``/``known_mask`` go to mask-conditioned models unchanged.

@@ -80,7 +80,8 @@ class StepRunner:
     """One reverse step of a fixed shape, for any step index of one sampler.
 
     Args:
-        model: the denoiser ``model(x, t, cond, cond_mask, drop_cond) -> eps``.
+        model: the denoiser ``model(x, t, cond, cond_mask, drop_cond) -> eps`` (or ``-> x_0`` where
+            the sampler's schedule says ``prediction`` is ``sample``).
         sampler: the DDPM/DDIM sampler (its steps and coefficients).
         shape: ``(B, C, T)`` of the samples.
         cond, cond_mask: condition tokens ``(B, L, D)`` and mask (None: unconditional).
@@ -102,6 +103,7 @@ class StepRunner:
         if acceleration.cuda_graph and device.type != "cuda":
             raise MofusionError("CUDA graphs need a CUDA device")
         self.sampler = sampler
+        self.predicts_sample = sampler.schedule.prediction == "sample"
         self.acceleration = acceleration
         self.shape = shape
         b = shape[0]
@@ -175,14 +177,19 @@ class StepRunner:
         with self._autocast():
             both = torch.cat((x, x)) if self.copies == 2 else x
             if self.cache is not None:
-                eps = self.model(both, None, cache=self.cache, step=self.step_index).float()
+                out = self.model(both, None, cache=self.cache, step=self.step_index).float()
             else:
-                eps = self.model(both, t.repeat(self.copies), self.cond, self.cond_mask, self.drop).float()
+                out = self.model(both, t.repeat(self.copies), self.cond, self.cond_mask, self.drop).float()
             if self.copies == 2:
-                eps_cond, eps_null = eps.chunk(2)
-                eps = eps_null + self.scale * (eps_cond - eps_null)
+                out_cond, out_null = out.chunk(2)
+                out = out_null + self.scale * (out_cond - out_null)
         sqrt_ab, sqrt_one_minus_ab = c[0], c[1]
-        x0 = (x - sqrt_one_minus_ab * eps) / sqrt_ab
+        if self.predicts_sample:
+            x0 = out
+            eps = (x - sqrt_ab * x0) / sqrt_one_minus_ab
+        else:
+            eps = out
+            x0 = (x - sqrt_one_minus_ab * eps) / sqrt_ab
         if self.bound is not None:
             x0 = torch.maximum(torch.minimum(x0, self.bound), -self.bound)
             eps = (x - sqrt_ab * x0) / sqrt_one_minus_ab

@@ -3,7 +3,8 @@
 ``L = L_eps + alpha_bar_t * (w_s L_s + w_a L_a + w_m L_m)`` (Dabral et al. 2023, eq. 5), where the
 kinematic terms run on joint positions decoded from the clean motion ``x0_hat`` recovered from the
 predicted noise, and the weight ``alpha_bar_t`` is taken per sample at its own step: at high noise
-``x0_hat`` is unreliable and the weight is near zero.
+``x0_hat`` is unreliable and the weight is near zero. A model with ``diffusion.prediction =
+"sample"`` predicts ``x0_hat`` itself, and ``L_eps`` is then the squared error of ``x0_hat``.
 
 - ``L_s`` (skeleton consistency): temporal variance of every bone length, averaged over bones;
 - ``L_a`` (anatomical symmetry): squared difference between mirrored left/right bone lengths;
@@ -36,6 +37,8 @@ class LossTerms:
 
     total: Tensor
     eps_mse: Tensor
+    """The denoising term: the squared error of the predicted noise, or of the predicted clean
+    sample for a model with ``diffusion.prediction = "sample"`` (one key in the logs for both)."""
     bone_length: Tensor
     symmetry: Tensor
     motion: Tensor
@@ -118,7 +121,7 @@ def diffusion_losses(
 
     Args:
         model: the denoiser, called as ``model(x_t, t, cond, cond_mask, drop_cond)`` on ``(B, C, T)``.
-        schedule: the forward process.
+        schedule: the forward process and what the model predicts (noise or clean sample).
         x0: ``(B, T, C)`` clean normalised features.
         mask: ``(B, T)`` True on real frames.
         t: ``(B,)`` diffusion steps.
@@ -136,20 +139,20 @@ def diffusion_losses(
         base = channels_first.transpose(1, 2)
     x_t = schedule.q_sample(x0 if base is None else x0 - base, t, noise)
     if known_mask is None:
-        eps = model(x_t.transpose(1, 2), t, cond, cond_mask, drop_cond)
+        output = model(x_t.transpose(1, 2), t, cond, cond_mask, drop_cond)
     else:
         known = (x0 * known_mask if base is None else base).transpose(1, 2)
-        eps = model(x_t.transpose(1, 2), t, cond, cond_mask, drop_cond, known, known_mask.transpose(1, 2))
-    eps = eps.transpose(1, 2)
-    eps = eps.float()
-    eps_mse = masked_mean((eps - noise) ** 2, mask)
+        output = model(x_t.transpose(1, 2), t, cond, cond_mask, drop_cond, known, known_mask.transpose(1, 2))
+    output = output.transpose(1, 2).float()
+    target = noise if schedule.prediction == "epsilon" else (x0 if base is None else x0 - base).float()
+    eps_mse = masked_mean((output - target) ** 2, mask)
     zero = torch.zeros_like(eps_mse)
     weight = schedule.alpha_bar_at(t).float()
     if not cfg.kinematic:
         return LossTerms(eps_mse, eps_mse, zero, zero, zero, weight)
 
     with torch.autocast(device_type=x0.device.type, enabled=False):
-        x0_hat = schedule.predict_x0(x_t.float(), t, eps)
+        x0_hat = schedule.x0_and_eps(output, x_t.float(), t)[0]
         if base is not None:
             x0_hat = x0_hat + base.float()
         pred = normalizer.denormalize(x0_hat)

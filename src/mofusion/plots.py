@@ -38,7 +38,12 @@ def plot_curves(runs: Sequence[str | Path], out: str | Path, labels: Sequence[st
         kin = [(r["step"], r["val_kinematic"]) for r in rows if r.get("val_kinematic")]
         if kin:
             axes[1].plot(*zip(*kin, strict=True), "o-", ms=3, label=f"{label}: validation")
-    axes[0].set(xlabel="step", ylabel="noise MSE (L_eps)", yscale="log", title="noise-prediction loss")
+    axes[0].set(
+        xlabel="step",
+        ylabel="denoising MSE (L_eps)",
+        yscale="log",
+        title="noise (or clean-sample) prediction loss",
+    )
     axes[1].set(
         xlabel="step", ylabel="alpha_bar_t-weighted kinematic loss", yscale="log", title="kinematic part"
     )
