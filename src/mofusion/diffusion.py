@@ -87,6 +87,17 @@ class NoiseSchedule:
         return self.predict_x0(x_t, t, output), output
 
 
+def split_output(
+    prediction: str, output: Tensor, x_t: Tensor, sqrt_ab: float | Tensor, sqrt_one_minus_ab: float | Tensor
+) -> tuple[Tensor, Tensor]:
+    """``(x_0, eps)`` that a network ``output`` stands for at a step with these coefficients: the
+    output is one of the two (``prediction``), the other follows from ``x_t`` (Ho et al. eq. 15).
+    One sampling step's arithmetic, shared by the eager samplers and the captured step runner."""
+    if prediction == "sample":
+        return output, (x_t - sqrt_ab * output) / sqrt_one_minus_ab
+    return (x_t - sqrt_one_minus_ab * output) / sqrt_ab, output
+
+
 @dataclass
 class StepOutput:
     """``prev_sample``: x at the next (less noisy) step; ``pred_x0``: the denoised estimate."""
@@ -169,12 +180,7 @@ class _Sampler:
         """x_0 and eps from the model's output (x_0 from eps by Ho et al. eq. 15, or eps from x_0);
         with a clip bound, x_0 is clamped to it and eps is recomputed from the clamped x_0 so that
         the step stays consistent (as diffusers does)."""
-        if self.schedule.prediction == "sample":
-            x0 = output
-            eps = (x_t - sqrt_ab * x0) / sqrt_one_minus_ab
-        else:
-            eps = output
-            x0 = (x_t - sqrt_one_minus_ab * eps) / sqrt_ab
+        x0, eps = split_output(self.schedule.prediction, output, x_t, sqrt_ab, sqrt_one_minus_ab)
         if self.clip is None:
             return x0, eps
         bound = self.clip.to(x0.device, x0.dtype).reshape((1, -1) + (1,) * (x0.ndim - 2))

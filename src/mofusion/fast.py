@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .diffusion import Sampler, StepOutput
+from .diffusion import Sampler, StepOutput, split_output
 from .errors import MofusionError
 
 
@@ -103,7 +103,6 @@ class StepRunner:
         if acceleration.cuda_graph and device.type != "cuda":
             raise MofusionError("CUDA graphs need a CUDA device")
         self.sampler = sampler
-        self.predicts_sample = sampler.schedule.prediction == "sample"
         self.acceleration = acceleration
         self.shape = shape
         b = shape[0]
@@ -184,12 +183,7 @@ class StepRunner:
                 out_cond, out_null = out.chunk(2)
                 out = out_null + self.scale * (out_cond - out_null)
         sqrt_ab, sqrt_one_minus_ab = c[0], c[1]
-        if self.predicts_sample:
-            x0 = out
-            eps = (x - sqrt_ab * x0) / sqrt_one_minus_ab
-        else:
-            eps = out
-            x0 = (x - sqrt_one_minus_ab * eps) / sqrt_ab
+        x0, eps = split_output(self.sampler.schedule.prediction, out, x, sqrt_ab, sqrt_one_minus_ab)
         if self.bound is not None:
             x0 = torch.maximum(torch.minimum(x0, self.bound), -self.bound)
             eps = (x - sqrt_ab * x0) / sqrt_one_minus_ab

@@ -137,14 +137,15 @@ def diffusion_losses(
     if known_mask is not None and interpolation_residual:
         channels_first = interpolate_known(x0.transpose(1, 2), known_mask.transpose(1, 2))
         base = channels_first.transpose(1, 2)
-    x_t = schedule.q_sample(x0 if base is None else x0 - base, t, noise)
+    diffused = x0 if base is None else x0 - base  # what the diffusion runs on: the motion or its residual
+    x_t = schedule.q_sample(diffused, t, noise)
     if known_mask is None:
         output = model(x_t.transpose(1, 2), t, cond, cond_mask, drop_cond)
     else:
         known = (x0 * known_mask if base is None else base).transpose(1, 2)
         output = model(x_t.transpose(1, 2), t, cond, cond_mask, drop_cond, known, known_mask.transpose(1, 2))
     output = output.transpose(1, 2).float()
-    target = noise if schedule.prediction == "epsilon" else (x0 if base is None else x0 - base).float()
+    target = noise if schedule.prediction == "epsilon" else diffused.float()
     eps_mse = masked_mean((output - target) ** 2, mask)
     zero = torch.zeros_like(eps_mse)
     weight = schedule.alpha_bar_at(t).float()
