@@ -259,6 +259,16 @@ def test_an_interpolation_residual_model_edits(
     assert not out.exists()
 
 
+def _gap_request(spec, dataset):  # type: ignore[no-untyped-def]
+    """The first clip's first 40 frames with frames 0-9 and 30 known: features, channel table, mask."""
+    features = torch.from_numpy(dataset.collection.features[:40]).float()
+    table = ChannelTable.of(spec)
+    frames = torch.zeros(40, dtype=torch.bool)
+    frames[:10] = True
+    frames[30] = True
+    return features, table, feature_mask(table, frames[None])[0]
+
+
 def test_a_zero_residual_samples_the_interpolation(tiny_residual_run: Path, bandai_dataset) -> None:  # type: ignore[no-untyped-def]
     """A denoiser whose every x_0 estimate is a zero residual: the sample is the interpolation."""
     from mofusion.pipeline import MotionPipeline
@@ -270,12 +280,7 @@ def test_a_zero_residual_samples_the_interpolation(tiny_residual_run: Path, band
         return x / (1 - ab[t]).sqrt()[:, None, None]
 
     pipe.model.forward = zero_residual  # type: ignore[method-assign]
-    features = torch.from_numpy(bandai_dataset.collection.features[:40]).float()  # the first clip's start
-    table = ChannelTable.of(pipe.spec)
-    frames = torch.zeros(40, dtype=torch.bool)
-    frames[:10] = True
-    frames[30] = True
-    known_mask = feature_mask(table, frames[None])[0]
+    features, table, known_mask = _gap_request(pipe.spec, bandai_dataset)
     out = pipe.generate(1, 40, sampler="ddim", steps=10, known=features[None], known_mask=known_mask[None],
                         method="condition")  # fmt: skip
     pose = ~table.step
@@ -309,12 +314,7 @@ def test_a_sample_predicting_residual_model_trains_and_edits(
     pipe = MotionPipeline.from_checkpoint(run)
     assert pipe.schedule.prediction == "sample"
     pipe.model.forward = lambda x, *args, **kwargs: torch.zeros_like(x)  # type: ignore[method-assign]
-    features = torch.from_numpy(bandai_dataset.collection.features[:40]).float()
-    table = ChannelTable.of(pipe.spec)
-    frames = torch.zeros(40, dtype=torch.bool)
-    frames[:10] = True
-    frames[30] = True
-    known_mask = feature_mask(table, frames[None])[0]
+    features, table, known_mask = _gap_request(pipe.spec, bandai_dataset)
     for sampler in ("ddpm", "ddim"):
         out = pipe.generate(1, 40, sampler=sampler, steps=10, known=features[None], known_mask=known_mask[None],
                             method="condition")  # fmt: skip
