@@ -6,7 +6,12 @@ The in-betweening benchmark's protocol (10 context frames, a transition, one tar
 checkpoint sampled once with its own settings (DDPM 50). ``--velocity-weight``, ``--temperature`` and
 ``--smoothing`` override ``sample.velocity_weight`` (0: positions decoded without the velocity
 features), ``sample.temperature`` and ``sample.smoothing_weight``. The last column, L2P with the
-generated body moved onto the true root path, is what a perfect root path would leave.
+generated body moved onto the true root path, is what a perfect root path would leave; the two
+before it split that into the root's height and its ground position (L2P with only that part of the
+root moved to the truth, the body carried along), and ``y_share`` is the share of the squared,
+normalised error that is vertical: L2P normalises each joint's axis by its spread over training
+windows, 2 cm for the hips' height against 12 and 62 cm on the ground, so millimetres of height
+weigh as much as centimetres on the ground.
 
 Usage: python bench/edit_l2p_parts.py -c CKPT [-c CKPT ...] --data ../shared/data/bandai-namco
        [--transition 5] [--velocity-weight W] [--temperature T] [--smoothing S] [--out FILE.json]
@@ -25,12 +30,13 @@ from mofusion.editing import EditRequest
 from mofusion.evaluation import (
     N_PAST,
     _comparable_models,
+    baseline_motions,
     benchmark_known,
     benchmark_windows,
     global_transforms,
     position_normalisation,
 )
-from mofusion.metrics.inbetween import l2p
+from mofusion.metrics.inbetween import interpolation_baseline, l2p
 
 
 def main() -> int:
@@ -58,6 +64,34 @@ def main() -> int:
     linear_root = first + share * (last - first)
     linear_root_l2p = l2p(linear_root, true_p[:, span, :1], mean[:1], std[:1])
     print(f"interpolation (linear root): root L2P {linear_root_l2p:.3f}", flush=True)
+    print(f"spread of the hips over training windows (x/y/z, m): {'/'.join(f'{s:.3f}' for s in std[0])}")
+
+    def parts(pred_p: np.ndarray) -> dict[str, object]:
+        body_pred = pred_p[:, span] - pred_p[:, span, :1]
+        body_true = true_p[:, span] - true_p[:, span, :1]
+        root_error = true_p[:, span, :1] - pred_p[:, span, :1]
+        squared = ((pred_p[:, span] - true_p[:, span]) / std) ** 2
+        return {
+            "L2P": l2p(pred_p[:, span], true_p[:, span], mean, std),
+            "root_L2P": l2p(pred_p[:, span, :1], true_p[:, span, :1], mean[:1], std[:1]),
+            "body_error": float(np.linalg.norm((body_pred - body_true) / std, axis=-1).mean()),
+            "L2P_true_root_height": l2p(pred_p[:, span] + root_error * [0, 1, 0], true_p[:, span], mean, std),
+            "L2P_true_root_ground": l2p(pred_p[:, span] + root_error * [1, 0, 1], true_p[:, span], mean, std),
+            "L2P_on_true_root": l2p(body_pred + true_p[:, span, :1], true_p[:, span], mean, std),
+            "root_error_m": np.abs(root_error).mean(axis=(0, 1, 2)).tolist(),
+            "y_share": float(squared[..., 1].sum() / squared.sum()),
+        }
+
+    def report(name: str, row: dict) -> None:
+        print(f"{name}: L2P {row['L2P']:.3f}  root L2P {row['root_L2P']:.3f}  "
+              f"body relative to root {row['body_error']:.3f}  "
+              f"L2P with the true root height {row['L2P_true_root_height']:.3f}, ground position "
+              f"{row['L2P_true_root_ground']:.3f}, both {row['L2P_on_true_root']:.3f}  "
+              f"root error x/y/z (m) {'/'.join(f'{e:.4f}' for e in row['root_error_m'])}  "
+              f"vertical share {row['y_share']:.2f}", flush=True)  # fmt: skip
+
+    interpolation = parts(global_transforms(baseline_motions(clips, interpolation_baseline))[1])
+    report("interpolation", interpolation)
     rows = []
     for checkpoint, pipe in zip(args.checkpoint, pipes, strict=True):
         if args.velocity_weight is not None:
@@ -69,24 +103,14 @@ def main() -> int:
         requests = [EditRequest(window, known, motion=m) for m in clips]
         results = pipe.edit(requests, seed=0, sampler="ddpm", steps=50)
         pred_p = global_transforms([r.motion for r in results])[1]
-        body_pred = pred_p[:, span] - pred_p[:, span, :1]
-        body_true = true_p[:, span] - true_p[:, span, :1]
-        row = {
-            "checkpoint": str(checkpoint),
-            "L2P": l2p(pred_p[:, span], true_p[:, span], mean, std),
-            "root_L2P": l2p(pred_p[:, span, :1], true_p[:, span, :1], mean[:1], std[:1]),
-            "body_error": float(np.linalg.norm((body_pred - body_true) / std, axis=-1).mean()),
-            "L2P_on_true_root": l2p(body_pred + true_p[:, span, :1], true_p[:, span], mean, std),
-        }
+        row = {"checkpoint": str(checkpoint), **parts(pred_p)}
         rows.append(row)
-        print(f"{checkpoint}: L2P {row['L2P']:.3f}  root L2P {row['root_L2P']:.3f}  "
-              f"body relative to root {row['body_error']:.3f}  "
-              f"L2P on the true root path {row['L2P_on_true_root']:.3f}", flush=True)  # fmt: skip
+        report(str(checkpoint), row)
     if args.out is not None:
         result = {"split": "val", "windows": len(windows), "transition": args.transition,
                   "velocity_weight": args.velocity_weight, "temperature": args.temperature,
                   "smoothing": args.smoothing, "interpolation_root_L2P": linear_root_l2p,
-                  "rows": rows}  # fmt: skip
+                  "hips_spread_m": std[0].tolist(), "interpolation": interpolation, "rows": rows}  # fmt: skip
         atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
         print(f"wrote {args.out}")
     return 0
