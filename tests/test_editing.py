@@ -15,17 +15,14 @@ from mofusion.diffusion import NoiseSchedule, make_generator, make_sampler, samp
 from mofusion.editing import (
     BODY_PARTS,
     ChannelTable,
-    EditRequest,
     body_part_joints,
     feature_mask,
     interpolate_known,
     parse_ranges,
     random_masks,
-    root_path_channels,
 )
 from mofusion.errors import MofusionError
 from mofusion.presets import bandai_spec, smpl22_humanml3d_spec
-from mofusion.tasks import load_clip
 
 
 @pytest.fixture(scope="module")
@@ -272,35 +269,6 @@ def _gap_request(spec, dataset):  # type: ignore[no-untyped-def]
     return features, table, feature_mask(table, frames[None])[0]
 
 
-def test_root_path_channels_by_hand(spec) -> None:  # type: ignore[no-untyped-def]
-    """Walking +0.2 m a frame forward; the first known frame (1) faces 90 degrees from frame 0 and
-    the path turns by a half angle of 0.1 after frame 2: channels relative to frame 1."""
-    from mofusion.representation import MotionRepresentation
-
-    rep = MotionRepresentation(spec)
-    features = torch.zeros(1, 6, spec.dim, dtype=torch.float64)
-    features[0, :, 2] = 0.2  # forward speed in the facing frame
-    features[0, 0, 0] = np.pi / 4  # half angle: a quarter turn between frames 0 and 1
-    features[0, 2, 0] = 0.1
-    frames = torch.tensor([[False, True, False, False, True, False]])
-    known = feature_mask(ChannelTable.of(spec), frames)
-    got = root_path_channels(rep, features, known)[0]
-    assert torch.equal(got[[0, 2, 3, 5]], torch.zeros(4, 5, dtype=torch.float64))
-    assert torch.allclose(got[1], torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0], dtype=torch.float64))
-    # three steps of 0.2 m: the first straight ahead of frame 1, the next two turned by 0.2 rad
-    steps = np.array(
-        [[0.0, 0.2], [0.2 * np.sin(0.2), 0.2 * np.cos(0.2)], [0.2 * np.sin(0.2), 0.2 * np.cos(0.2)]]
-    )
-    ahead = steps.sum(0)
-    assert np.isclose(float(got[4, 1]), ahead[1] / 2.0)  # forward, in units of 2 m
-    assert np.isclose(abs(float(got[4, 0])), ahead[0] / 2.0)  # sideways (its sign: the turn's direction)
-    assert torch.allclose(got[4, 2:], torch.tensor([np.sin(0.1), np.cos(0.1), 1.0], dtype=torch.float64))
-    # moving every frame's root the same way changes nothing; no known root gives zeros
-    assert torch.equal(
-        root_path_channels(rep, features, torch.zeros_like(known)), torch.zeros(1, 6, 5, dtype=torch.float64)
-    )
-
-
 def test_a_zero_residual_samples_the_interpolation(tiny_residual_run: Path, bandai_dataset) -> None:  # type: ignore[no-untyped-def]
     """A denoiser whose every x_0 estimate is a zero residual: the sample is the interpolation."""
     from mofusion.pipeline import MotionPipeline
@@ -337,32 +305,14 @@ def test_a_sample_predicting_residual_model_trains_and_edits(
     code = main(["train", "--preset", "tiny", "--data", str(bandai_root), "--subset", "dataset-1",
                  "--out", str(run), "--cache", str(session_cache), "--max-steps", "4", "-q",
                  "--set", "denoiser.mask_conditioning=True", "--set", "denoiser.interpolation_residual=True",
-                 "--set", "diffusion.prediction=sample", "--set", "denoiser.root_path_conditioning=True"])  # fmt: skip
+                 "--set", "diffusion.prediction=sample"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     source = bandai_clip(bandai_clips, "walk_happy")
     before, after = run_task(capsys, "edit", source, run, tmp_path / "edit.bvh", "--keep", "0-20,70-99")
     assert np.array_equal(after.values[:21], before.values[:21]) and np.isfinite(after.values).all()
+    # a network that predicts a zero residual at every step samples the interpolation exactly
     pipe = MotionPipeline.from_checkpoint(run)
     assert pipe.schedule.prediction == "sample"
-    # the model is shown where the root is on the known frames of the input, relative to frame 0
-    seen = []
-    forward = pipe.model.forward
-    pipe.model.forward = lambda *args, **kwargs: seen.append(kwargs["root_path"]) or forward(*args, **kwargs)  # type: ignore[method-assign]
-    clip = load_clip(source, pipe)
-    assert clip.motion is not None
-    motion = clip.motion.resample(pipe.fps).slice(0, 100)
-    request = EditRequest(100, np.r_[np.ones(21, bool), np.zeros(49, bool), np.ones(30, bool)], motion=motion)
-    pipe.edit([request], steps=2, sampler="ddim")
-    path = seen[0][0].T  # (T, 5)
-    root = request.positions[:, 0]
-    facing = pipe.representation.root_angle(pipe._input_features(request).double())
-    ahead = root[80] - root[0]
-    turn = float(facing[80] - facing[0])
-    assert torch.equal(path[21:70], torch.zeros(49, 5)) and bool((path[:21, 4] == 1).all())
-    assert np.isclose(float(path[80, :2].norm()) * 2.0, np.hypot(ahead[0], ahead[2]), atol=1e-4)
-    assert np.allclose(path[80, 2:4].numpy(), [np.sin(turn), np.cos(turn)], atol=1e-4)
-    pipe.model.forward = forward  # type: ignore[method-assign]
-    # a network that predicts a zero residual at every step samples the interpolation exactly
     pipe.model.forward = lambda x, *args, **kwargs: torch.zeros_like(x)  # type: ignore[method-assign]
     features, table, known_mask = _gap_request(pipe.spec, bandai_dataset)
     for sampler in ("ddpm", "ddim"):

@@ -116,12 +116,6 @@ class DenoiserConfig:
     last known frame; zero where a feature is never known), and that interpolation fills the known-
     values input channel. The network learns only what interpolation misses (the Delta-interpolator of
     Oreshkin et al. 2022); known values have a residual of exactly zero."""
-    root_path_conditioning: bool = False
-    """With ``mask_conditioning``: also take where the root stands and which way it faces on every
-    frame whose root is known, relative to the first such frame (five channels, see
-    :func:`mofusion.editing.root_path_channels`). The features hold root velocities only, so a
-    keyframe after a gap gives the model its pose but not where it is: without this the model cannot
-    know how far to travel, and the root path is bent onto the keyframe after sampling."""
 
     def __post_init__(self) -> None:
         _require(len(self.channels) >= 1, "denoiser.channels needs at least one stage")
@@ -139,10 +133,6 @@ class DenoiserConfig:
         _require(
             self.mask_conditioning or not self.interpolation_residual,
             "denoiser.interpolation_residual needs denoiser.mask_conditioning=true",
-        )
-        _require(
-            self.mask_conditioning or not self.root_path_conditioning,
-            "denoiser.root_path_conditioning needs denoiser.mask_conditioning=true",
         )
 
 

@@ -33,7 +33,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import DenoiserConfig
-from .editing import ROOT_PATH_CHANNELS
 from .errors import MofusionError
 
 
@@ -233,8 +232,6 @@ class MotionUNet1D(nn.Module):
         known: ``(B, C, T)`` known normalised features (mask-conditioned models only; with
             ``interpolation_residual``, their interpolation, defined on every frame).
         known_mask: ``(B, C, T)`` True where ``known`` holds (None: nothing is known).
-        root_path: ``(B, 5, T)`` where the root is on frames whose root is known
-            (``root_path_conditioning`` models; :func:`mofusion.editing.root_path_channels`; None: zeros).
     """
 
     def __init__(self, cfg: DenoiserConfig) -> None:
@@ -252,7 +249,6 @@ class MotionUNet1D(nn.Module):
         )
         self.cond_pool = _zero(nn.Linear(cfg.cond_dim, ch[0])) if cfg.cond_pooled else None
         in_channels = cfg.feature_dim * (3 if cfg.mask_conditioning else 1)
-        in_channels += ROOT_PATH_CHANNELS if cfg.root_path_conditioning else 0
         self.input = nn.Conv1d(in_channels, ch[0], cfg.kernel_size, padding=cfg.kernel_size // 2)
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
@@ -306,7 +302,6 @@ class MotionUNet1D(nn.Module):
         known_mask: Tensor | None = None,
         cache: SamplingCache | None = None,
         step: Tensor | None = None,
-        root_path: Tensor | None = None,
     ) -> Tensor:
         """``cache`` (from :meth:`precompute`) with ``step`` ``(1,)``, the row of the sampling step in
         it, replaces ``t`` and the condition."""
@@ -340,12 +335,7 @@ class MotionUNet1D(nn.Module):
             m = known_mask.to(x.dtype)
             # an interpolation-residual model takes the interpolation of the known values everywhere
             known = known.to(x.dtype) if self.config.interpolation_residual else known.to(x.dtype) * m
-            inputs = [x, known, m]
-            if self.config.root_path_conditioning:
-                if root_path is None:
-                    root_path = x.new_zeros(b, ROOT_PATH_CHANNELS, length)
-                inputs.append(root_path.to(x.dtype))
-            h = self.input(torch.cat(inputs, dim=1))
+            h = self.input(torch.cat((x, known, m), dim=1))
         else:
             if known_mask is not None:
                 raise MofusionError(

@@ -319,28 +319,24 @@ def guided(
     guidance_scale: float,
     known: Tensor | None = None,
     known_mask: Tensor | None = None,
-    root_path: Tensor | None = None,
 ) -> ModelFn:
     """Classifier-free guidance (Ho & Salimans 2022): eps = eps_null + s (eps_cond - eps_null)
     (the same combination of x_0 predictions for a sample-predicting model: the two are affine in
     each other at a given x_t and t).
 
     The conditional and null passes run as one batch of 2B. Without a condition, or with s = 1,
-    this is the plain model. ``known``/``known_mask`` (and ``root_path``) go to mask-conditioned
-    models unchanged.
+    this is the plain model. ``known``/``known_mask`` go to mask-conditioned models unchanged.
     """
-    extra = {} if known_mask is None else {"known": known, "known_mask": known_mask}
-    if root_path is not None:
-        extra["root_path"] = root_path
+    extra = () if known_mask is None else (known, known_mask)
     if cond is None or guidance_scale == 1.0:
-        return lambda x, t: model(x, t, cond, cond_mask, None, **extra)
+        return lambda x, t: model(x, t, cond, cond_mask, None, *extra)
 
     def fn(x: Tensor, t: Tensor) -> Tensor:
         b = x.shape[0]
         drop = torch.cat((torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool))).to(x.device)
         mask2 = None if cond_mask is None else torch.cat((cond_mask, cond_mask))
-        doubled = {name: torch.cat((e, e)) for name, e in extra.items()}
-        eps = model(torch.cat((x, x)), torch.cat((t, t)), torch.cat((cond, cond)), mask2, drop, **doubled)
+        doubled = tuple(torch.cat((e, e)) for e in extra)
+        eps = model(torch.cat((x, x)), torch.cat((t, t)), torch.cat((cond, cond)), mask2, drop, *doubled)
         eps_cond, eps_null = eps.chunk(2)
         return eps_null + guidance_scale * (eps_cond - eps_null)
 

@@ -42,8 +42,7 @@ from torch import Tensor
 
 from .errors import MofusionError
 from .motion import Motion
-from .representation import FeatureSpec, MotionRepresentation
-from .rotations import quat_rotate
+from .representation import FeatureSpec
 
 EditMethod = Literal["replace", "condition", "both"]
 BODY_PARTS = (
@@ -219,40 +218,6 @@ def parse_ranges(text: str, num_frames: int, what: str = "--keep") -> np.ndarray
         spans.append((start, stop))
         known[start : stop + 1] = True
     return known
-
-
-# -- where the root is on known frames -------------------------------------------------------------------
-
-ROOT_PATH_CHANNELS = 5
-ROOT_PATH_SCALE = 2.0
-"""Metres per unit of the root-path channels (a 6-s window of walking spans a few units)."""
-
-
-def root_path_channels(representation: MotionRepresentation, features: Tensor, known_mask: Tensor) -> Tensor:
-    """Where the root is on frames whose root is known, ``(B, T, 5)``, for models trained with
-    ``denoiser.root_path_conditioning``.
-
-    ``features (B, T, C)`` in data units hold the true motion at least on those frames (velocities
-    through a gap are only integrated, never shown); a frame's root is known when its root-height
-    channel is in ``known_mask (B, T, C)``. Relative to the first such frame: the ground position in
-    its facing frame (x, z, in units of :data:`ROOT_PATH_SCALE` metres), the change of the facing
-    angle as its sine and cosine, and a one marking the frame; zeros on other frames. Relative,
-    so the channels do not change when the whole motion is moved or turned on the ground.
-    """
-    known = known_mask[..., representation.slices["root_height"].start]
-    facing, root = representation.root_trajectory(features)
-    angle = representation.root_angle(features)
-    first = known.to(torch.int64).argmax(dim=-1)  # 0 where nothing is known (then all rows are zero)
-    index = first[:, None, None]
-    ref_facing = facing.gather(1, index.expand(-1, 1, 4))
-    ref_root = root.gather(1, index.expand(-1, 1, 3))
-    offset = (root - ref_root) * root.new_tensor([1.0, 0.0, 1.0])
-    local = quat_rotate(ref_facing.expand_as(facing), offset) / ROOT_PATH_SCALE
-    turn = angle - angle.gather(1, first[:, None])
-    channels = torch.stack(
-        (local[..., 0], local[..., 2], torch.sin(turn), torch.cos(turn), torch.ones_like(turn)), dim=-1
-    )
-    return channels * known[..., None].to(channels.dtype)
 
 
 # -- training masks ------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .config import LossConfig
 from .diffusion import NoiseSchedule
-from .editing import interpolate_known, root_path_channels
+from .editing import interpolate_known
 from .representation import MotionRepresentation, Normalizer
 from .skeleton import Skeleton
 
@@ -116,7 +116,6 @@ def diffusion_losses(
     drop_cond: Tensor | None = None,
     known_mask: Tensor | None = None,
     interpolation_residual: bool = False,
-    root_path: bool = False,
 ) -> LossTerms:
     """All loss terms of one batch.
 
@@ -133,8 +132,6 @@ def diffusion_losses(
             known (their clean values come from ``x0``).
         interpolation_residual: the model diffuses ``x0`` minus the interpolation of its known
             values (:func:`mofusion.editing.interpolate_known`), which is also its known-values input.
-        root_path: the model also takes where the root is on frames whose root is known
-            (:func:`mofusion.editing.root_path_channels`, from ``x0``).
     """
     base = None
     if known_mask is not None and interpolation_residual:
@@ -146,14 +143,7 @@ def diffusion_losses(
         output = model(x_t.transpose(1, 2), t, cond, cond_mask, drop_cond)
     else:
         known = (x0 * known_mask if base is None else base).transpose(1, 2)
-        extra = {}
-        if root_path:
-            with torch.autocast(device_type=x0.device.type, enabled=False):
-                path = root_path_channels(representation, normalizer.denormalize(x0.float()), known_mask)
-            extra["root_path"] = path.transpose(1, 2)
-        output = model(
-            x_t.transpose(1, 2), t, cond, cond_mask, drop_cond, known, known_mask.transpose(1, 2), **extra
-        )
+        output = model(x_t.transpose(1, 2), t, cond, cond_mask, drop_cond, known, known_mask.transpose(1, 2))
     output = output.transpose(1, 2).float()
     target = noise if schedule.prediction == "epsilon" else diffused.float()
     eps_mse = masked_mean((output - target) ** 2, mask)

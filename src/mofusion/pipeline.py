@@ -30,7 +30,6 @@ from .editing import (
     align_trajectory,
     feature_mask,
     interpolate_known,
-    root_path_channels,
 )
 from .errors import CheckpointError, MofusionError
 from .fast import Acceleration, StepRunner
@@ -191,7 +190,6 @@ class MotionPipeline:
         known: Tensor | None = None,
         known_mask: Tensor | None = None,
         method: EditMethod | None = None,
-        root_path: Tensor | None = None,
     ) -> Generation:
         """Draw ``num_samples`` motions of ``num_frames`` frames.
 
@@ -202,8 +200,6 @@ class MotionPipeline:
         ``known (N, T, C)`` features (in data units) with ``known_mask (N, T, C)`` constrain the
         samples (see :mod:`mofusion.editing`); ``method`` is ``"replace"``, ``"condition"`` (models
         trained with masks) or ``"both"``, by default the model's own (:attr:`edit_method`).
-        ``root_path (N, T, 5)`` goes to models trained with ``denoiser.root_path_conditioning``
-        (:func:`mofusion.editing.root_path_channels`).
         """
         if num_samples < 1:
             raise MofusionError("--num-samples must be at least 1")
@@ -242,9 +238,6 @@ class MotionPipeline:
             known_mask = torch.nn.functional.pad(known_mask.bool(), pad).transpose(1, 2).to(self.device)
             known = self.normalizer.normalize(torch.nn.functional.pad(known.float(), pad).to(self.device))
             known = torch.where(known_mask, known.transpose(1, 2), torch.zeros((), device=self.device))
-        if root_path is not None:
-            pad = (0, 0, 0, padded - root_path.shape[1])
-            root_path = torch.nn.functional.pad(root_path.float(), pad).transpose(1, 2).to(self.device)
         # an interpolation-residual model samples the residual to the interpolation of the known values
         residual = known_mask is not None and known is not None and self.model.config.interpolation_residual
         base = interpolate_known(known, known_mask) if residual else None
@@ -261,10 +254,7 @@ class MotionPipeline:
                 value, pasted = offset, torch.zeros_like(offset)
             diffusion_sampler.clip_offset = offset
             conditions = mask is not None and method in ("condition", "both")
-            path = None if root_path is None or not conditions else root_path[start : start + b]
-            fn = guided(
-                self.model, c, m, scale, value if conditions else None, mask if conditions else None, path
-            )
+            fn = guided(self.model, c, m, scale, value if conditions else None, mask if conditions else None)
             replaces = mask is not None and method in ("replace", "both")
 
             def step_callback(index: int, out: StepOutput, b: int = b) -> None:
@@ -413,9 +403,6 @@ class MotionPipeline:
                 raise MofusionError("nothing of the input is kept; use generate for a motion from scratch")
             knowns.append(known)
             masks.append(mask)
-        root_path = None
-        if self.model.config.root_path_conditioning:  # where the root is on known frames, from the input
-            root_path = root_path_channels(self.representation, torch.stack(knowns), torch.stack(masks))
         cond = cond_mask = None
         if text is not None:
             cond, cond_mask = self.text_condition([text], repeat=len(requests))
@@ -429,7 +416,6 @@ class MotionPipeline:
             cond_mask=cond_mask,
             known=torch.stack(knowns),
             known_mask=torch.stack(masks),
-            root_path=root_path,
             method=method,
             progress=progress,
         )

@@ -419,7 +419,8 @@ class MotionRepresentation:
 
         Frame 0 faces +Z at the origin: the features hold velocities, not absolute placement.
         """
-        angle = self.root_angle(features)
+        yaw_velocity = features[..., 0]
+        angle = torch.cumsum(F.pad(yaw_velocity[..., :-1], (1, 0)), dim=-1)
         zero = torch.zeros_like(angle)
         facing = torch.stack((torch.cos(angle), zero, torch.sin(angle), zero), dim=-1)
         step = torch.stack(
@@ -429,11 +430,6 @@ class MotionRepresentation:
         root_xz = torch.cumsum(F.pad(step, (0, 0, 1, 0)), dim=-2)
         root = torch.stack((root_xz[..., 0], features[..., 3], root_xz[..., 2]), dim=-1)
         return facing, root
-
-    def root_angle(self, features: Tensor) -> Tensor:
-        """The facing angle ``(..., T)`` integrated from frame 0 (the facing quaternion is
-        ``(cos a, 0, sin a, 0)``, HumanML3D's convention: a half angle)."""
-        return torch.cumsum(F.pad(features[..., :-1, 0], (1, 0)), dim=-1)
 
     def local_positions(self, features: Tensor) -> Tensor:
         """Joint positions ``(..., T, J, 3)`` in each frame's facing frame, root above the origin.

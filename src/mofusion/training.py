@@ -332,7 +332,6 @@ class Trainer:
                 drop_cond=drop,
                 known_mask=known_mask,
                 interpolation_residual=self.config.denoiser.interpolation_residual,
-                root_path=self.config.denoiser.root_path_conditioning,
             )
         return terms, t
 
