@@ -59,11 +59,6 @@ def main() -> int:
     true_p = global_transforms(clips)[1]
     span = slice(N_PAST, window - 1)
     known = benchmark_known(window)
-    share = np.linspace(0.0, 1.0, args.transition + 2)[1:-1][None, :, None, None]  # (1, n, 1, 1)
-    first, last = true_p[:, N_PAST - 1 : N_PAST, :1], true_p[:, -1:, :1]  # (B, 1, 1, 3)
-    linear_root = first + share * (last - first)
-    linear_root_l2p = l2p(linear_root, true_p[:, span, :1], mean[:1], std[:1])
-    print(f"interpolation (linear root): root L2P {linear_root_l2p:.3f}", flush=True)
     print(f"spread of the hips over training windows (x/y/z, m): {'/'.join(f'{s:.3f}' for s in std[0])}")
 
     def parts(pred_p: np.ndarray) -> dict[str, object]:
@@ -109,7 +104,7 @@ def main() -> int:
     if args.out is not None:
         result = {"split": "val", "windows": len(windows), "transition": args.transition,
                   "velocity_weight": args.velocity_weight, "temperature": args.temperature,
-                  "smoothing": args.smoothing, "interpolation_root_L2P": linear_root_l2p,
+                  "smoothing": args.smoothing, "interpolation_root_L2P": interpolation["root_L2P"],
                   "hips_spread_m": std[0].tolist(), "interpolation": interpolation, "rows": rows}  # fmt: skip
         atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
         print(f"wrote {args.out}")

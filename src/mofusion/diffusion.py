@@ -80,11 +80,10 @@ class NoiseSchedule:
     def alpha_bar_at(self, t: Tensor) -> Tensor:
         return self.alpha_bar[t]
 
-    def x0_and_eps(self, output: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """The clean sample and the noise that a network ``output`` at step ``t`` stands for."""
-        if self.prediction == "sample":
-            return output, self.predict_eps(x_t, t, output)
-        return self.predict_x0(x_t, t, output), output
+    def x0_from_output(self, output: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """The clean sample that a network ``output`` at step ``t`` stands for: the output itself
+        for a sample-predicting network, else recovered from the predicted noise."""
+        return output if self.prediction == "sample" else self.predict_x0(x_t, t, output)
 
 
 def split_output(

@@ -153,7 +153,7 @@ def diffusion_losses(
         return LossTerms(eps_mse, eps_mse, zero, zero, zero, weight)
 
     with torch.autocast(device_type=x0.device.type, enabled=False):
-        x0_hat = schedule.x0_and_eps(output, x_t.float(), t)[0]
+        x0_hat = schedule.x0_from_output(output, x_t.float(), t)
         if base is not None:
             x0_hat = x0_hat + base.float()
         pred = normalizer.denormalize(x0_hat)
