@@ -37,6 +37,19 @@ def test_set_overrides_are_typed_and_validated() -> None:
         preset_config("huge")
 
 
+def test_block_weights_are_a_typed_table_of_known_blocks() -> None:
+    cfg = MofusionConfig().updated(assignments=["loss.block_weights={'root_height': 16, 'contacts': 0.5}"])
+    assert cfg.loss.block_weights == {"root_height": 16.0, "contacts": 0.5}
+    assert isinstance(cfg.loss.block_weights["root_height"], float)
+    assert MofusionConfig.from_dict(cfg.to_dict()) == cfg  # saved in every checkpoint
+    with pytest.raises(ConfigError, match="unknown block 'hips'"):
+        MofusionConfig().updated(assignments=["loss.block_weights={'hips': 2}"])
+    with pytest.raises(ConfigError, match=r"block_weights\['contacts'\] must be a number >= 0"):
+        MofusionConfig().updated(assignments=["loss.block_weights={'contacts': -1}"])
+    with pytest.raises(ConfigError, match="loss.block_weights must be a table"):
+        MofusionConfig().updated(assignments=["loss.block_weights=[1, 2]"])
+
+
 def test_config_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
     good = tmp_path / "run.toml"
     good.write_text("[train]\nlr = 0.001\n[denoiser]\nchannels = [32, 64]\n")

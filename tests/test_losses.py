@@ -11,7 +11,13 @@ import torch
 from mofusion.bvh import read_bvh
 from mofusion.config import DiffusionConfig, LossConfig
 from mofusion.diffusion import NoiseSchedule
-from mofusion.losses import bone_length_variance, diffusion_losses, motion_loss, symmetry_loss
+from mofusion.losses import (
+    block_weight_vector,
+    bone_length_variance,
+    diffusion_losses,
+    motion_loss,
+    symmetry_loss,
+)
 from mofusion.motion import Motion
 from mofusion.presets import bandai_spec
 from mofusion.representation import MotionRepresentation, Normalizer
@@ -203,12 +209,17 @@ def test_an_interpolation_residual_model_diffuses_the_residual(batch) -> None:  
     assert float(terms.motion.max()) < 1e-8 and float(terms.eps_mse.max()) == 0.0
 
 
+def _sample_prediction_setup(x0: torch.Tensor, seed: int):  # type: ignore[no-untyped-def]
+    """A sample-predicting schedule, three steps from clean to noisiest, all frames valid, noise."""
+    schedule = NoiseSchedule(DiffusionConfig(num_steps=1000, prediction="sample"))
+    mask = torch.ones(x0.shape[:2], dtype=torch.bool)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    return schedule, torch.tensor([0, 400, 999]), mask, noise
+
+
 def test_a_sample_predicting_model_is_scored_on_the_clean_motion(batch) -> None:  # type: ignore[no-untyped-def]
     rep, norm, x0 = batch
-    schedule = NoiseSchedule(DiffusionConfig(num_steps=1000, prediction="sample"))
-    t = torch.tensor([0, 400, 999])
-    mask = torch.ones(x0.shape[:2], dtype=torch.bool)
-    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(4))
+    schedule, t, mask, noise = _sample_prediction_setup(x0, seed=4)
     # predicting zeros: the denoising term is x_0's mean square, whatever the noise and the step
     zero = diffusion_losses(_ZeroEps(), schedule, x0, mask, t, noise, rep, norm, LossConfig())
     assert torch.allclose(zero.eps_mse, (x0**2).mean((1, 2)))
@@ -225,3 +236,24 @@ def test_a_sample_predicting_model_is_scored_on_the_clean_motion(batch) -> None:
     terms = diffusion_losses(Perfect(), schedule, x0, mask, t, noise, rep, norm, LossConfig(),
                              known_mask=known_mask, interpolation_residual=True)  # fmt: skip
     assert float(terms.eps_mse.max()) == 0.0 and float(terms.motion.max()) < 1e-8
+
+
+def test_block_weights_make_the_denoising_term_a_weighted_mean_over_channels(batch) -> None:  # type: ignore[no-untyped-def]
+    rep, norm, x0 = batch
+    schedule, t, mask, noise = _sample_prediction_setup(x0, seed=5)
+    weights = {"root_height": 16.0, "root_xz_velocity": 4.0}
+    vector = block_weight_vector(rep, weights)
+    assert vector.shape == (rep.dim,) and float(vector[3]) == 16.0 and vector[1:3].tolist() == [4.0, 4.0]
+    assert float(vector[0]) == 1.0 and float(vector[4:].min()) == 1.0 == float(vector[4:].max())
+    cfg = LossConfig(kinematic=False, block_weights=weights)
+    # predicting zeros, the error of every channel is x_0 itself: by hand, the weighted mean
+    terms = diffusion_losses(_ZeroEps(), schedule, x0, mask, t, noise, rep, norm, cfg)
+    per_channel = (x0**2).mean(1)  # (B, C)
+    expected = (per_channel * vector).sum(1) / vector.sum()
+    assert torch.allclose(terms.eps_mse, expected, rtol=1e-5)
+    plain = diffusion_losses(_ZeroEps(), schedule, x0, mask, t, noise, rep, norm, LossConfig(kinematic=False))
+    assert not torch.allclose(terms.eps_mse, plain.eps_mse)  # the root channels count more
+    # all channels weighted alike is the plain mean
+    same = LossConfig(kinematic=False, block_weights={b: 3.0 for b in rep.slices})
+    assert torch.allclose(diffusion_losses(_ZeroEps(), schedule, x0, mask, t, noise, rep, norm, same).eps_mse,
+                          plain.eps_mse, rtol=1e-6)  # fmt: skip

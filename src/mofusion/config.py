@@ -179,11 +179,26 @@ class LossConfig:
     motion_space: Literal["local", "global"] = "local"
     """Where L_m compares positions: in each frame's facing frame, or in world space (trajectory
     integrated over the window)."""
+    block_weights: dict[str, float] = field(default_factory=dict)
+    """Weight of a feature block (:data:`mofusion.representation.BLOCKS`) in the denoising term,
+    which is then a weighted mean over channels (blocks not named weigh 1). Why: the four root
+    channels carry every joint's global position (L2P counts a millimetre of hip height like 6 mm
+    sideways), yet in the plain mean they are 4 of 257 channels."""
 
     def __post_init__(self) -> None:
         for name in ("bone_length_weight", "symmetry_weight", "motion_weight"):
             _require(getattr(self, name) >= 0, f"loss.{name} must be >= 0")
         _require(self.motion_space in ("local", "global"), "loss.motion_space must be local or global")
+        from .representation import BLOCKS
+
+        for block, weight in self.block_weights.items():
+            _require(
+                block in BLOCKS, f"loss.block_weights: unknown block {block!r} (one of {', '.join(BLOCKS)})"
+            )
+            _require(
+                isinstance(weight, int | float) and not isinstance(weight, bool) and weight >= 0,
+                f"loss.block_weights[{block!r}] must be a number >= 0, got {weight!r}",
+            )
 
 
 MASK_KINDS = ("prefix", "gap", "keyframes", "body-part", "trajectory", "context-keyframe")
@@ -448,6 +463,13 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be a list, got {value!r}")
         (item,) = typing.get_args(hint)
         return [_coerce(item, v, where) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table, got {value!r}")
+        key_hint, value_hint = typing.get_args(hint)
+        return {
+            _coerce(key_hint, k, where): _coerce(value_hint, v, f"{where}[{k!r}]") for k, v in value.items()
+        }
     if origin in (typing.Union, types.UnionType):
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):

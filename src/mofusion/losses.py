@@ -5,6 +5,7 @@ kinematic terms run on joint positions decoded from the clean motion ``x0_hat`` 
 predicted noise, and the weight ``alpha_bar_t`` is taken per sample at its own step: at high noise
 ``x0_hat`` is unreliable and the weight is near zero. A model with ``diffusion.prediction =
 "sample"`` predicts ``x0_hat`` itself, and ``L_eps`` is then the squared error of ``x0_hat``.
+``loss.block_weights`` makes ``L_eps`` a weighted mean over feature channels, by block.
 
 - ``L_s`` (skeleton consistency): temporal variance of every bone length, averaged over bones;
 - ``L_a`` (anatomical symmetry): squared difference between mirrored left/right bone lengths;
@@ -27,6 +28,7 @@ from torch import Tensor
 from .config import LossConfig
 from .diffusion import NoiseSchedule
 from .editing import interpolate_known
+from .errors import ConfigError
 from .representation import MotionRepresentation, Normalizer
 from .skeleton import Skeleton
 
@@ -101,6 +103,16 @@ def motion_loss(positions: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     return masked_mean(((positions - target) ** 2).sum(-1), mask)
 
 
+def block_weight_vector(representation: MotionRepresentation, block_weights: dict[str, float]) -> Tensor:
+    """``(C,)`` weight of every feature channel: its block's entry in ``block_weights``, else 1."""
+    weights = torch.ones(representation.dim)
+    for block, weight in block_weights.items():
+        weights[representation.slices[block]] = float(weight)
+    if not bool(weights.sum() > 0):
+        raise ConfigError("loss.block_weights leave no channel with a positive weight")
+    return weights
+
+
 def diffusion_losses(
     model: torch.nn.Module,
     schedule: NoiseSchedule,
@@ -146,7 +158,11 @@ def diffusion_losses(
         output = model(x_t.transpose(1, 2), t, cond, cond_mask, drop_cond, known, known_mask.transpose(1, 2))
     output = output.transpose(1, 2).float()
     target = noise if schedule.prediction == "epsilon" else diffused.float()
-    eps_mse = masked_mean((output - target) ** 2, mask)
+    squared = (output - target) ** 2
+    if cfg.block_weights:
+        weights = block_weight_vector(representation, cfg.block_weights).to(squared.device)
+        squared = squared * (weights / weights.mean())
+    eps_mse = masked_mean(squared, mask)
     zero = torch.zeros_like(eps_mse)
     weight = schedule.alpha_bar_at(t).float()
     if not cfg.kinematic:
