@@ -17,28 +17,18 @@ Usage: python bench/edit_feature_errors.py -c CKPT [-c CKPT ...] --data ../share
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
-
 import torch
+from _validation import load_validation, save_result, validation_parser
 
-from mofusion._io import atomic_write_text
 from mofusion.editing import ChannelTable, EditRequest, feature_mask, interpolate_known
-from mofusion.evaluation import N_PAST, _comparable_models, benchmark_known, benchmark_windows
+from mofusion.evaluation import N_PAST, benchmark_known
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-c", "--checkpoint", required=True, type=Path, action="append")
-    parser.add_argument("--data", required=True)
+    parser = validation_parser(__doc__)
     parser.add_argument("--transition", type=int, default=5)
-    parser.add_argument("--max-windows", type=int, default=120)
-    parser.add_argument("--cache", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    pipes, dataset, rep = _comparable_models(args.checkpoint, args.data, "cpu", args.cache)
-    windows = benchmark_windows(dataset, rep, "val", args.max_windows, seed=0)
+    pipes, _, rep, windows = load_validation(args)
     window = N_PAST + args.transition + 1
     clips = [m.slice(0, window) for m in windows]
     known = benchmark_known(window)
@@ -82,10 +72,9 @@ def main() -> int:
         requests = [EditRequest(window, known, motion=m) for m in clips]
         pipe.edit(requests, seed=0, sampler="ddpm", steps=50)
         report(str(checkpoint), block_errors(captured["features"], true))
-    if args.out is not None:
-        result = {"split": "val", "windows": len(windows), "transition": args.transition, "rows": rows}
-        atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
-        print(f"wrote {args.out}")
+    save_result(
+        args.out, {"split": "val", "windows": len(windows), "transition": args.transition, "rows": rows}
+    )
     return 0
 
 

@@ -19,20 +19,14 @@ Usage: python bench/edit_l2p_parts.py -c CKPT [-c CKPT ...] --data ../shared/dat
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
-
 import numpy as np
+from _validation import load_validation, save_result, validation_parser
 
-from mofusion._io import atomic_write_text
 from mofusion.editing import EditRequest
 from mofusion.evaluation import (
     N_PAST,
-    _comparable_models,
     baseline_motions,
     benchmark_known,
-    benchmark_windows,
     global_transforms,
     position_normalisation,
 )
@@ -40,19 +34,13 @@ from mofusion.metrics.inbetween import interpolation_baseline, l2p
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-c", "--checkpoint", required=True, type=Path, action="append")
-    parser.add_argument("--data", required=True)
+    parser = validation_parser(__doc__)
     parser.add_argument("--transition", type=int, default=5)
-    parser.add_argument("--max-windows", type=int, default=120)
     parser.add_argument("--velocity-weight", type=float, default=None)
     parser.add_argument("--temperature", type=float, default=None)
     parser.add_argument("--smoothing", type=float, default=None)
-    parser.add_argument("--cache", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    pipes, dataset, rep = _comparable_models(args.checkpoint, args.data, "cpu", args.cache)
-    windows = benchmark_windows(dataset, rep, "val", args.max_windows, seed=0)
+    pipes, dataset, rep, windows = load_validation(args)
     mean, std = position_normalisation(dataset, rep)
     window = N_PAST + args.transition + 1
     clips = [m.slice(0, window) for m in windows]
@@ -101,13 +89,11 @@ def main() -> int:
         row = {"checkpoint": str(checkpoint), **parts(pred_p)}
         rows.append(row)
         report(str(checkpoint), row)
-    if args.out is not None:
-        result = {"split": "val", "windows": len(windows), "transition": args.transition,
-                  "velocity_weight": args.velocity_weight, "temperature": args.temperature,
-                  "smoothing": args.smoothing, "interpolation_root_L2P": interpolation["root_L2P"],
-                  "hips_spread_m": std[0].tolist(), "interpolation": interpolation, "rows": rows}  # fmt: skip
-        atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
-        print(f"wrote {args.out}")
+    result = {"split": "val", "windows": len(windows), "transition": args.transition,
+              "velocity_weight": args.velocity_weight, "temperature": args.temperature,
+              "smoothing": args.smoothing, "interpolation_root_L2P": interpolation["root_L2P"],
+              "hips_spread_m": std[0].tolist(), "interpolation": interpolation, "rows": rows}  # fmt: skip
+    save_result(args.out, result)
     return 0
 
 

@@ -16,26 +16,21 @@ Usage: python bench/edit_long_gap.py -c CKPT [-c CKPT ...] --data ../shared/data
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from _validation import load_validation, save_result, validation_parser
 
-from mofusion._io import atomic_write_text
 from mofusion.editing import EditRequest
 from mofusion.evaluation import (
     INBETWEEN_GROUND,
     N_PAST,
-    _comparable_models,
     _toe_joints,
     _velocity_jumps,
     baseline_motions,
     benchmark_known,
-    benchmark_windows,
     global_transforms,
     position_normalisation,
 )
@@ -44,19 +39,13 @@ from mofusion.metrics.kinematic import foot_skating_ratio
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-c", "--checkpoint", required=True, type=Path, action="append")
-    parser.add_argument("--data", required=True)
+    parser = validation_parser(__doc__, max_windows=80)
     parser.add_argument("--gap", type=int, default=90)
     parser.add_argument("--offset", type=int, default=60)
-    parser.add_argument("--max-windows", type=int, default=80)
-    parser.add_argument("--cache", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     started = time.perf_counter()
-    pipes, dataset, rep = _comparable_models(args.checkpoint, args.data, "cpu", args.cache)
     length = N_PAST + args.gap + 1
-    windows = benchmark_windows(dataset, rep, "val", args.max_windows, 0, length, args.offset)
+    pipes, dataset, rep, windows = load_validation(args, length, args.offset)
     if not windows:
         print(f"no validation clip is {length} frames long; try a shorter --gap")
         return 2
@@ -108,9 +97,7 @@ def main() -> int:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
-    if args.out is not None:
-        atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
-        print(f"wrote {args.out}")
+    save_result(args.out, result)
     return 0
 
 

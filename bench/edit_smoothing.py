@@ -17,24 +17,20 @@ Usage: python bench/edit_smoothing.py -c RUN_OR_EXPORT --data ../shared/data/ban
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _validation import load_validation, save_result, validation_parser
 
-from mofusion._io import atomic_write_text
 from mofusion.editing import EditRequest
 from mofusion.evaluation import (
     N_PAST,
-    _comparable_models,
     _velocity_jumps,
     baseline_motions,
     benchmark_known,
-    benchmark_windows,
     global_transforms,
     position_normalisation,
 )
@@ -43,32 +39,26 @@ from mofusion.motion import Motion
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-c", "--checkpoint", required=True, type=Path)
-    parser.add_argument("--data", required=True)
+    parser = validation_parser(
+        __doc__, several=False, out=Path("bench/results/bandai2-inbetween/smoothing-val.json")
+    )
     parser.add_argument("--weights", default="0,64,256,1024")
     parser.add_argument(
         "--velocity-weights", default=None, help="sample.velocity_weight values (default: the checkpoint's)"
     )
     parser.add_argument("--temperatures", default="1", help="sampling temperatures, each sampled once")
     parser.add_argument("--transitions", default="15,30")
-    parser.add_argument("--max-windows", type=int, default=120)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--method", default=None, help="replace, condition or both (default: the model's)")
-    parser.add_argument("--cache", type=Path, default=None)
-    parser.add_argument(
-        "--out", type=Path, default=Path("bench/results/bandai2-inbetween/smoothing-val.json")
-    )
     args = parser.parse_args()
     weights = [float(w) for w in args.weights.split(",")]
     temperatures = [float(t) for t in args.temperatures.split(",")]
-    (pipe,), dataset, rep = _comparable_models([args.checkpoint], args.data, "cpu", args.cache)
+    (pipe,), dataset, rep, windows = load_validation(args)
     velocity_weights = (
         [pipe.config.sample.velocity_weight]
         if args.velocity_weights is None
         else [float(w) for w in args.velocity_weights.split(",")]
     )
-    windows = benchmark_windows(dataset, rep, "val", args.max_windows, seed=0)
     mean, std = position_normalisation(dataset, rep)
     generate = pipe.generate
     rows = []
@@ -136,8 +126,7 @@ def main() -> int:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
-    atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    save_result(args.out, result)
     return 0
 
 
