@@ -20,6 +20,7 @@ returned per sample, so the trainer can log it per quartile of ``t``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -113,6 +114,15 @@ def block_weight_vector(representation: MotionRepresentation, block_weights: dic
     return weights
 
 
+@functools.lru_cache(maxsize=8)
+def _relative_channel_weights(
+    representation: MotionRepresentation, block_weights: tuple[tuple[str, float], ...], device: torch.device
+) -> Tensor:
+    """:func:`block_weight_vector` over its mean, on ``device``: built once per run, not per step."""
+    weights = block_weight_vector(representation, dict(block_weights))
+    return (weights / weights.mean()).to(device)
+
+
 def diffusion_losses(
     model: torch.nn.Module,
     schedule: NoiseSchedule,
@@ -160,8 +170,8 @@ def diffusion_losses(
     target = noise if schedule.prediction == "epsilon" else diffused.float()
     squared = (output - target) ** 2
     if cfg.block_weights:
-        weights = block_weight_vector(representation, cfg.block_weights).to(squared.device)
-        squared = squared * (weights / weights.mean())
+        items = tuple(cfg.block_weights.items())
+        squared = squared * _relative_channel_weights(representation, items, squared.device)
     eps_mse = masked_mean(squared, mask)
     zero = torch.zeros_like(eps_mse)
     weight = schedule.alpha_bar_at(t).float()
