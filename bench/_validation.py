@@ -23,14 +23,18 @@ from mofusion.representation import MotionRepresentation
 def validation_parser(
     doc: str, max_windows: int = 120, several: bool = True, out: Path | None = None
 ) -> argparse.ArgumentParser:
-    """``-c/--checkpoint`` (repeatable when ``several``), ``--data``, ``--max-windows``, ``--cache``
-    and ``--out`` (default ``out``); the description is the first paragraph of ``doc``."""
+    """``-c/--checkpoint`` (repeatable when ``several``), ``--data``, ``--max-windows``, ``--steps``
+    (DDPM steps; default each model's ``sample.steps``), ``--cache`` and ``--out`` (default
+    ``out``); the description is the first paragraph of ``doc``."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument(
         "-c", "--checkpoint", required=True, type=Path, action="append" if several else "store"
     )
     parser.add_argument("--data", required=True)
     parser.add_argument("--max-windows", type=int, default=max_windows)
+    parser.add_argument(
+        "--steps", type=int, default=None, help="DDPM steps (default: each model's sample.steps)"
+    )
     parser.add_argument("--cache", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=out)
     return parser

@@ -1,7 +1,7 @@
 """Which feature blocks an editing model gets wrong in a gap, on *validation* windows.
 
 The in-betweening benchmark's protocol (10 context frames, a transition, one target frame; the same
-120 windows as ``bench/edit_smoothing.py``), each checkpoint sampled once (DDPM 50) at its own
+120 windows as ``bench/edit_smoothing.py``), each checkpoint sampled once (DDPM, its own steps) at its own
 temperature. For each block of the feature vector (root yaw and ground velocity, root height, local
 positions, rotations, joint velocities, foot contacts): the root-mean-square error of the generated
 features against the window's own, in units of the model's normalisation, over the frames of the
@@ -70,7 +70,7 @@ def main() -> int:
 
         pipe.to_motions = keep_features  # type: ignore[method-assign]
         requests = [EditRequest(window, known, motion=m) for m in clips]
-        pipe.edit(requests, seed=0, sampler="ddpm", steps=50)
+        pipe.edit(requests, seed=0, sampler="ddpm", steps=args.steps)
         report(str(checkpoint), block_errors(captured["features"], true))
     save_result(
         args.out, {"split": "val", "windows": len(windows), "transition": args.transition, "rows": rows}

@@ -1,17 +1,17 @@
 """Where an editing model's in-betweening error lies: L2P of the root joint alone and the mean
 normalised error of the body relative to the root, beside the full L2P, on *validation* windows.
 
-The in-betweening benchmark's protocol (10 context frames, a transition, one target frame; windows of
-65 frames every 40, turned to face +Z; the same 120 windows as ``bench/edit_smoothing.py``), each
-checkpoint sampled once with its own settings (DDPM 50). ``--velocity-weight``, ``--temperature`` and
-``--smoothing`` override ``sample.velocity_weight`` (0: positions decoded without the velocity
-features), ``sample.temperature`` and ``sample.smoothing_weight``. The last column, L2P with the
-generated body moved onto the true root path, is what a perfect root path would leave; the two
-before it split that into the root's height and its ground position (L2P with only that part of the
-root moved to the truth, the body carried along), and ``y_share`` is the share of the squared,
-normalised error that is vertical: L2P normalises each joint's axis by its spread over training
-windows, 2 cm for the hips' height against 12 and 62 cm on the ground, so millimetres of height
-weigh as much as centimetres on the ground.
+The in-betweening benchmark's protocol (10 context frames, a transition, one target frame; windows
+of 65 frames every 40, turned to face +Z; the same 120 windows as ``bench/edit_smoothing.py``), each
+checkpoint sampled once with its own settings (DDPM, its own steps unless ``--steps``).
+``--velocity-weight``, ``--temperature`` and ``--smoothing`` override ``sample.velocity_weight`` (0:
+positions decoded without the velocity features), ``sample.temperature`` and
+``sample.smoothing_weight``. The last column, L2P with the generated body moved onto the true root
+path, is what a perfect root path would leave; the two before it split that into the root's height
+and its ground position (L2P with only that part of the root moved to the truth, the body carried
+along), and ``y_share`` is the share of the squared, normalised error that is vertical: L2P
+normalises each joint's axis by its spread over training windows, 2 cm for the hips' height against
+12 and 62 cm on the ground, so millimetres of height weigh as much as centimetres on the ground.
 
 Usage: python bench/edit_l2p_parts.py -c CKPT [-c CKPT ...] --data ../shared/data/bandai-namco
        [--transition 5] [--velocity-weight W] [--temperature T] [--smoothing S] [--out FILE.json]
@@ -84,7 +84,7 @@ def main() -> int:
         if args.smoothing is not None:
             pipe.config.sample.smoothing_weight = args.smoothing
         requests = [EditRequest(window, known, motion=m) for m in clips]
-        results = pipe.edit(requests, seed=0, sampler="ddpm", steps=50)
+        results = pipe.edit(requests, seed=0, sampler="ddpm", steps=args.steps)
         pred_p = global_transforms([r.motion for r in results])[1]
         row = {"checkpoint": str(checkpoint), **parts(pred_p)}
         rows.append(row)

@@ -2,13 +2,14 @@
 travels, how well each editing model follows it, and how much the feet slide.
 
 The benchmark (``mofusion evaluate inbetween``) stops at 45 frames, where the root rarely goes far;
-a user's keyframes can be metres apart. Windows of ``10 + gap + 1`` frames from the validation
-clips (every ``--offset`` frames, turned to face +Z at the last context frame, an evenly drawn
-subset of ``--max-windows``), 10 context frames and one target frame, DDPM 50, one seed. Rows: the
-interpolation baseline (linear root, slerp) and each checkpoint with its own sample settings.
-Columns: L2P and L2Q over the gap, the distance the root travels from the last context frame to the
-target (the windows' median), the velocity jump at both ends over the real windows' mean
-frame-to-frame change, and the foot-skating ratio over the whole window (real windows beside).
+a user's keyframes can be metres apart. Windows of ``10 + gap + 1`` frames from the validation clips
+(every ``--offset`` frames, turned to face +Z at the last context frame, an evenly drawn subset of
+``--max-windows``), 10 context frames and one target frame, DDPM (each model's steps unless
+``--steps``), one seed. Rows: the interpolation baseline (linear root, slerp) and each checkpoint
+with its own sample settings. Columns: L2P and L2Q over the gap, the distance the root travels from
+the last context frame to the target (the windows' median), the velocity jump at both ends over the
+real windows' mean frame-to-frame change, and the foot-skating ratio over the whole window (real
+windows beside).
 
 Usage: python bench/edit_long_gap.py -c CKPT [-c CKPT ...] --data ../shared/data/bandai-namco
        [--gap 90] [--offset 60] [--max-windows 80] [--out FILE.json]
@@ -60,7 +61,7 @@ def main() -> int:
     known = benchmark_known(length)
     for checkpoint, pipe in zip(args.checkpoint, pipes, strict=True):
         results = pipe.edit(
-            [EditRequest(length, known, motion=m) for m in windows], seed=0, sampler="ddpm", steps=50
+            [EditRequest(length, known, motion=m) for m in windows], seed=0, sampler="ddpm", steps=args.steps
         )
         outputs[str(checkpoint)] = [res.motion for res in results]
     rows = [
@@ -90,7 +91,7 @@ def main() -> int:
         "fps": fps,
         "root_travel_median_m": float(np.median(travel)),
         "root_travel_max_m": float(travel.max()),
-        "sampler": "ddpm 50",
+        "sampler": "ddpm " + "/".join(str(args.steps or p.config.sample.steps) for p in pipes),
         "rows": rows,
         "seconds": round(time.perf_counter() - started, 1),
         "machine": platform.machine(),

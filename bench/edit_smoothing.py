@@ -48,7 +48,6 @@ def main() -> int:
     )
     parser.add_argument("--temperatures", default="1", help="sampling temperatures, each sampled once")
     parser.add_argument("--transitions", default="15,30")
-    parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--method", default=None, help="replace, condition or both (default: the model's)")
     args = parser.parse_args()
     weights = [float(w) for w in args.weights.split(",")]
@@ -119,7 +118,7 @@ def main() -> int:
         "split": "val",
         "windows": len(windows),
         "method": args.method or pipe.edit_method,
-        "sampler": f"ddpm {args.steps}",
+        "sampler": f"ddpm {args.steps or pipe.config.sample.steps}",
         "rows": rows,
         "seconds": round(time.perf_counter() - started, 1),
         "machine": platform.processor() or platform.machine(),

@@ -55,6 +55,7 @@ def test_q_sample_and_its_inverse() -> None:
 def test_spaced_timesteps() -> None:
     assert spaced_timesteps(1000, 5).tolist() == [999, 749, 500, 250, 0]
     assert spaced_timesteps(10, 10).tolist() == list(range(9, -1, -1))
+    assert spaced_timesteps(1000, 1).tolist() == [999]
     with pytest.raises(MofusionError):
         spaced_timesteps(1000, 1001)
     with pytest.raises(MofusionError):

@@ -106,9 +106,15 @@ class StepOutput:
 
 
 def spaced_timesteps(num_train_steps: int, num_steps: int) -> np.ndarray:
-    """``num_steps`` descending steps from ``T - 1`` to ``0``, evenly spaced (both ends included)."""
+    """``num_steps`` descending steps from ``T - 1`` to ``0``, evenly spaced (both ends included).
+
+    One step is ``T - 1`` alone: sampling must start from the step whose input is pure noise (the
+    clean-motion estimate from there is the one-step sample), not from step 0.
+    """
     if not 1 <= num_steps <= num_train_steps:
         raise MofusionError(f"sampling steps must be between 1 and {num_train_steps}, got {num_steps}")
+    if num_steps == 1:
+        return np.array([num_train_steps - 1], dtype=np.int64)
     steps = np.unique(np.round(np.linspace(0, num_train_steps - 1, num_steps)).astype(np.int64))[::-1]
     return steps.copy()
 
