@@ -51,6 +51,12 @@ def load_validation(
     return pipes, dataset, rep, windows
 
 
+def sampling_steps(args: argparse.Namespace, pipe: MotionPipeline) -> int:
+    """The DDPM steps a bench samples ``pipe`` with: ``--steps``, else the model's ``sample.steps``
+    (what ``MotionPipeline.edit`` does with ``steps=args.steps``)."""
+    return args.steps or pipe.config.sample.steps
+
+
 def save_result(path: Path | None, result: dict[str, Any]) -> None:
     """Write ``result`` as JSON (atomically) and say where, unless ``path`` is None."""
     if path is not None:

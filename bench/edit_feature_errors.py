@@ -1,13 +1,13 @@
 """Which feature blocks an editing model gets wrong in a gap, on *validation* windows.
 
 The in-betweening benchmark's protocol (10 context frames, a transition, one target frame; the same
-120 windows as ``bench/edit_smoothing.py``), each checkpoint sampled once (DDPM, its own steps) at its own
-temperature. For each block of the feature vector (root yaw and ground velocity, root height, local
-positions, rotations, joint velocities, foot contacts): the root-mean-square error of the generated
-features against the window's own, in units of the model's normalisation, over the frames of the
-gap (pose channels) or the steps from the last context frame to the last frame of the gap (step
-channels: velocities and contacts). Decoding does not enter (the features
-are compared before positions are consolidated and rotations fitted). The first row is the
+120 windows as ``bench/edit_smoothing.py``), each checkpoint sampled once (DDPM, its own steps
+unless ``--steps``) at its own temperature. For each block of the feature vector (root yaw and
+ground velocity, root height, local positions, rotations, joint velocities, foot contacts): the
+root-mean-square error of the generated features against the window's own, in units of the model's
+normalisation, over the frames of the gap (pose channels) or the steps from the last context frame
+to the last frame of the gap (step channels: velocities and contacts). Decoding does not enter (the
+features are compared before positions are consolidated and rotations fitted). The first row is the
 per-feature linear interpolation of the known values (``mofusion.editing.interpolate_known``: the
 base an interpolation-residual model adds its sample to).
 

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 import torch
-from _validation import load_validation, save_result, validation_parser
+from _validation import load_validation, sampling_steps, save_result, validation_parser
 
 from mofusion.editing import EditRequest
 from mofusion.evaluation import (
@@ -91,7 +91,7 @@ def main() -> int:
         "fps": fps,
         "root_travel_median_m": float(np.median(travel)),
         "root_travel_max_m": float(travel.max()),
-        "sampler": "ddpm " + "/".join(str(args.steps or p.config.sample.steps) for p in pipes),
+        "sampler": "ddpm " + "/".join(str(sampling_steps(args, p)) for p in pipes),
         "rows": rows,
         "seconds": round(time.perf_counter() - started, 1),
         "machine": platform.machine(),

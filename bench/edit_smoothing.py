@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _validation import load_validation, save_result, validation_parser
+from _validation import load_validation, sampling_steps, save_result, validation_parser
 
 from mofusion.editing import EditRequest
 from mofusion.evaluation import (
@@ -118,7 +118,7 @@ def main() -> int:
         "split": "val",
         "windows": len(windows),
         "method": args.method or pipe.edit_method,
-        "sampler": f"ddpm {args.steps or pipe.config.sample.steps}",
+        "sampler": f"ddpm {sampling_steps(args, pipe)}",
         "rows": rows,
         "seconds": round(time.perf_counter() - started, 1),
         "machine": platform.processor() or platform.machine(),

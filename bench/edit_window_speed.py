@@ -16,7 +16,7 @@ Usage: python bench/edit_window_speed.py -c CKPT [-c CKPT ...] --data ../shared/
 from __future__ import annotations
 
 import numpy as np
-from _validation import load_validation, save_result, validation_parser
+from _validation import load_validation, sampling_steps, save_result, validation_parser
 
 from mofusion.editing import EditRequest
 from mofusion.evaluation import N_PAST, benchmark_known, global_transforms
@@ -41,15 +41,15 @@ def main() -> int:
         span = slice(N_PAST - 1, window)
         true_p = global_transforms(clips)[1][:, span]
         true_all, true_hands = joint_speed(true_p), joint_speed(true_p[:, :, hands])
+        requests = [EditRequest(window, benchmark_known(window), motion=m) for m in clips]
         for checkpoint, pipe in zip(args.checkpoint, pipes, strict=True):
-            requests = [EditRequest(window, benchmark_known(window), motion=m) for m in clips]
             results = pipe.edit(requests, seed=0, sampler="ddpm", steps=args.steps)
             pred_p = global_transforms([r.motion for r in results])[1][:, span]
             pred_all, pred_hands = joint_speed(pred_p), joint_speed(pred_p[:, :, hands])
             row = {
                 "transition": transition,
                 "checkpoint": str(checkpoint),
-                "steps": args.steps or pipe.config.sample.steps,
+                "steps": sampling_steps(args, pipe),
                 "speed_ratio": float(pred_all.mean() / true_all.mean()),
                 "hand_speed_ratio": float(pred_hands.mean() / true_hands.mean()),
                 "mean_window_ratio": float((pred_all / np.maximum(true_all, 1e-9)).mean()),
