@@ -24,8 +24,9 @@ def validation_parser(
     doc: str, max_windows: int = 120, several: bool = True, out: Path | None = None
 ) -> argparse.ArgumentParser:
     """``-c/--checkpoint`` (repeatable when ``several``), ``--data``, ``--max-windows``, ``--steps``
-    (DDPM steps; default each model's ``sample.steps``), ``--cache`` and ``--out`` (default
-    ``out``); the description is the first paragraph of ``doc``."""
+    (DDPM steps; default each model's ``sample.steps``), ``--last-step`` (default each model's
+    ``sample.last_step``), ``--cache`` and ``--out`` (default ``out``); the description is the first
+    paragraph of ``doc``."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument(
         "-c", "--checkpoint", required=True, type=Path, action="append" if several else "store"
@@ -34,6 +35,12 @@ def validation_parser(
     parser.add_argument("--max-windows", type=int, default=max_windows)
     parser.add_argument(
         "--steps", type=int, default=None, help="DDPM steps (default: each model's sample.steps)"
+    )
+    parser.add_argument(
+        "--last-step",
+        type=int,
+        default=None,
+        help="the noise step sampling stops at (default: each model's sample.last_step)",
     )
     parser.add_argument("--cache", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=out)
@@ -44,9 +51,13 @@ def load_validation(
     args: argparse.Namespace, length: int = 65, offset: int = 40
 ) -> tuple[list[MotionPipeline], MotionDataset, MotionRepresentation, list[Motion]]:
     """The checkpoints (on the CPU; they must share a data set and feature layout), the data set,
-    its representation and its validation windows of ``length`` frames every ``offset``."""
+    its representation and its validation windows of ``length`` frames every ``offset``; with
+    ``--last-step``, every model stops sampling there."""
     checkpoints = args.checkpoint if isinstance(args.checkpoint, list) else [args.checkpoint]
     pipes, dataset, rep = _comparable_models(checkpoints, args.data, "cpu", args.cache)
+    if args.last_step is not None:
+        for pipe in pipes:
+            pipe.config.sample.last_step = args.last_step
     windows = benchmark_windows(dataset, rep, "val", args.max_windows, 0, length, offset)
     return pipes, dataset, rep, windows
 

@@ -60,6 +60,31 @@ def test_spaced_timesteps() -> None:
         spaced_timesteps(1000, 1001)
     with pytest.raises(MofusionError):
         spaced_timesteps(1000, 0)
+    # stopping early: evenly from T - 1 down to the last step, both ends kept
+    assert spaced_timesteps(1000, 5, last_step=400).tolist() == [999, 849, 700, 550, 400]
+    assert spaced_timesteps(10, 4, last_step=6).tolist() == [9, 8, 7, 6]
+    assert spaced_timesteps(1000, 1, last_step=400).tolist() == [999]
+    for steps, last in ((5, 999), (5, -1), (601, 400)):
+        with pytest.raises(MofusionError):
+            spaced_timesteps(1000, steps, last_step=last)
+
+
+@pytest.mark.parametrize("kind", ["ddpm", "ddim"])
+def test_stopping_early_returns_the_clean_estimate_at_the_last_step(kind: str) -> None:
+    """With last_step > 0 the sample is the model's x_0 estimate at that step (no noise added after
+    it), and the model is never asked below it."""
+    schedule = NoiseSchedule(DiffusionConfig(num_steps=100, schedule="cosine"))
+    sampler = make_sampler(schedule, kind, 4, last_step=40)
+    asked, estimates = [], []
+
+    def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        asked.append(int(t[0]))
+        return ideal_eps(schedule)(x, t).float()
+
+    x = sample_loop(model, sampler, (3, 2, 5), torch.Generator().manual_seed(0),
+                    callback=lambda i, out: estimates.append(out.pred_x0))  # fmt: skip
+    assert asked == [99, 79, 60, 40]
+    assert torch.equal(x, estimates[-1])
 
 
 MU, SIGMA = 1.5, 0.5

@@ -386,6 +386,8 @@ def test_inbetween_benchmark_runs(
     for n in (5, 15, 30, 45):
         assert rows["interpolation"][f"L2P@{n}"] > 0 and rows["tiny"][f"NPSS@{n}"] >= 0
     assert rows["real"]["jump@5"] == pytest.approx(1.0, abs=0.6)
+    assert rows["tiny"]["sampling"] == {"sampler": "ddpm", "steps": 5, "last_step": 0, "temperature": 1.0,
+                                        "smoothing_weight": 0.0, "velocity_weight": 16.0}  # fmt: skip
 
 
 def test_trajectory_alignment_undoes_a_rigid_move(bandai_clips: list[Path]) -> None:

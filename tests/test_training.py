@@ -110,3 +110,44 @@ def test_resuming_needs_the_same_skeleton(bandai_root: Path, bandai_dataset, tmp
     )  # fmt: skip
     with pytest.raises(MofusionError, match="trained on another skeleton"):
         Trainer(tiny(bandai_root, 4), tmp_path / "run", dataset=fake, resume=tmp_path / "run", progress=False)
+
+
+def test_focus_timesteps_are_drawn_for_their_share_of_windows(
+    bandai_root: Path, bandai_dataset, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """train.focus_share 1 draws every window's noise step from train.focus_timesteps; 0.5 about
+    half of them; 0 (the default) leaves the uniform draws of a run without the option unchanged;
+    validation keeps drawing uniformly (its loss compares across runs); steps outside the schedule
+    are refused."""
+
+    def drawn(name: str, train: dict) -> torch.Tensor:  # type: ignore[type-arg]
+        cfg = tiny(bandai_root, 1).updated({"train": {"batch_size": 64, **train}})
+        trainer = Trainer(cfg, tmp_path / name, dataset=bandai_dataset, progress=False)
+        losses, seen = trainer._losses, []
+
+        def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+            terms, t = losses(*args, **kwargs)
+            seen.append(t.cpu())
+            return terms, t
+
+        trainer._losses = spy  # type: ignore[method-assign]
+        trainer.train_step()
+        return seen[0]
+
+    focus = [3, 71]
+    every = drawn("every", {"focus_timesteps": focus, "focus_share": 1.0})
+    assert set(every.tolist()) == set(focus)
+    half = drawn("half", {"focus_timesteps": focus, "focus_share": 0.5})
+    assert 16 <= int(torch.isin(half, torch.tensor(focus)).sum()) <= 48
+    assert torch.equal(drawn("listed", {"focus_timesteps": focus}), drawn("plain", {}))
+    assert len(set(drawn("plain2", {}).tolist())) > 40
+    validation = [
+        Trainer(tiny(bandai_root, 1).updated({"train": train}), tmp_path / f"val{i}", dataset=bandai_dataset,
+                progress=False).validate()
+        for i, train in enumerate(({"focus_timesteps": focus, "focus_share": 1.0}, {}))
+    ]  # fmt: skip
+    assert validation[0] == validation[1]
+    with pytest.raises(MofusionError, match="focus_timesteps must lie in 0..99"):
+        drawn("outside", {"focus_timesteps": [100], "focus_share": 0.5})
+    with pytest.raises(MofusionError, match="needs train.focus_timesteps"):
+        drawn("empty", {"focus_share": 0.5})

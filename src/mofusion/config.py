@@ -232,6 +232,13 @@ class TrainConfig:
     """Exponent a of class-balanced window drawing: a clip's chance is its window count times its
     class's window count to the power -a (class: the clip's content label), so 0 draws every window
     alike and 1 every class alike. Bandai-Namco has 350 clips of raising a hand and one of kicking."""
+    focus_timesteps: list[int] = field(default_factory=list)
+    """Noise steps drawn more often than the rest, with :attr:`focus_share`: the steps a few-step
+    sampler visits (``mofusion.diffusion.spaced_timesteps``), so that training spends its capacity
+    where sampling will ask for it."""
+    focus_share: float = 0.0
+    """Share of training windows whose noise step is drawn from :attr:`focus_timesteps` (each alike)
+    instead of uniformly from all steps."""
     mirror_prob: float = 0.0
     """Share of training windows mirrored left/right (x -> -x, sides swapped; exact in feature space,
     :func:`mofusion.representation.feature_mirror`): doubles a small data set. Only for data whose
@@ -256,6 +263,11 @@ class TrainConfig:
         _require(0 <= self.cond_drop_prob <= 1, "train.cond_drop_prob must be in [0, 1]")
         _require(0 <= self.class_balance <= 1, "train.class_balance must be in [0, 1]")
         _require(0 <= self.mirror_prob <= 1, "train.mirror_prob must be in [0, 1]")
+        _require(0 <= self.focus_share <= 1, "train.focus_share must be in [0, 1]")
+        _require(
+            self.focus_share == 0 or len(self.focus_timesteps) > 0,
+            "train.focus_share above 0 needs train.focus_timesteps",
+        )
         weights = self.mask_weights
         _require(
             len(weights) == len(MASK_KINDS) and min(weights) >= 0 and sum(weights) > 0,
@@ -274,6 +286,12 @@ class SampleConfig:
     """ddpm (ancestral) or ddim. Measured on the Bandai model: DDIM with eta = 0 leaves
     high-frequency jitter that reads as foot skating (0.62 of frames vs 0.13 with DDPM, 50 steps)."""
     steps: int = 50
+    last_step: int = 0
+    """The noise step sampling stops at: the steps run evenly from the noisiest to this one, whose
+    clean-motion estimate is the sample. 0 (the default) runs the whole reverse process; above 0
+    stops before the last steps commit to details, which scores better in L2 against a held-out
+    truth when the known frames leave little open (chosen for the editing model on validation
+    in-betweening windows)."""
     eta: float = 0.0
     guidance_scale: float = 1.0
     clip_x0: bool = True
@@ -301,6 +319,7 @@ class SampleConfig:
     def __post_init__(self) -> None:
         _require(self.sampler in ("ddpm", "ddim"), "sample.sampler must be ddpm or ddim")
         _require(self.steps >= 1, "sample.steps must be >= 1")
+        _require(self.last_step >= 0, "sample.last_step must be >= 0")
         _require(self.eta >= 0, "sample.eta must be >= 0")
         _require(self.velocity_weight >= 0, "sample.velocity_weight must be >= 0")
         _require(self.smoothing_weight >= 0, "sample.smoothing_weight must be >= 0")

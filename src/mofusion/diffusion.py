@@ -105,18 +105,26 @@ class StepOutput:
     pred_x0: Tensor
 
 
-def spaced_timesteps(num_train_steps: int, num_steps: int) -> np.ndarray:
-    """``num_steps`` descending steps from ``T - 1`` to ``0``, evenly spaced (both ends included).
+def spaced_timesteps(num_train_steps: int, num_steps: int, last_step: int = 0) -> np.ndarray:
+    """``num_steps`` descending steps from ``T - 1`` to ``last_step``, evenly spaced (both ends included).
 
     One step is ``T - 1`` alone: sampling must start from the step whose input is pure noise (the
-    clean-motion estimate from there is the one-step sample), not from step 0.
+    clean-motion estimate from there is the one-step sample), not from step 0. A ``last_step`` above
+    0 stops early: the clean-motion estimate at that step is the sample (see
+    :attr:`mofusion.config.SampleConfig.last_step`).
     """
-    if not 1 <= num_steps <= num_train_steps:
-        raise MofusionError(f"sampling steps must be between 1 and {num_train_steps}, got {num_steps}")
+    if not 0 <= last_step < num_train_steps - 1:
+        raise MofusionError(
+            f"the last sampling step must be between 0 and {num_train_steps - 2}, got {last_step}"
+        )
+    if not 1 <= num_steps <= num_train_steps - last_step:
+        raise MofusionError(
+            f"sampling steps must be between 1 and {num_train_steps - last_step}, got {num_steps}"
+        )
     if num_steps == 1:
         return np.array([num_train_steps - 1], dtype=np.int64)
-    steps = np.unique(np.round(np.linspace(0, num_train_steps - 1, num_steps)).astype(np.int64))[::-1]
-    return steps.copy()
+    spaced = np.round(np.linspace(last_step, num_train_steps - 1, num_steps)).astype(np.int64)
+    return np.unique(spaced)[::-1].copy()
 
 
 @dataclass(frozen=True)
@@ -157,8 +165,8 @@ class _Sampler:
         """Scale of the noise each reverse step adds (1: the trained process; below 1 draws closer
         to the likeliest motion, as a lower temperature does in other generative models)."""
 
-    def set_timesteps(self, num_steps: int) -> None:
-        self.timesteps = spaced_timesteps(self.schedule.num_steps, num_steps)
+    def set_timesteps(self, num_steps: int, last_step: int = 0) -> None:
+        self.timesteps = spaced_timesteps(self.schedule.num_steps, num_steps, last_step)
 
     def coefficients(self, index: int) -> StepCoefficients:
         raise NotImplementedError
@@ -268,16 +276,17 @@ def make_sampler(
     eta: float = 0.0,
     clip: Tensor | None = None,
     temperature: float = 1.0,
+    last_step: int = 0,
 ) -> Sampler:
-    """A sampler on ``steps`` evenly spaced steps; ``clip`` bounds its x_0 estimates (per channel);
-    ``temperature`` scales the noise each step adds."""
+    """A sampler on ``steps`` evenly spaced steps from ``T - 1`` to ``last_step``; ``clip`` bounds
+    its x_0 estimates (per channel); ``temperature`` scales the noise each step adds."""
     if kind == "ddpm":
         sampler: Sampler = DDPMSampler(schedule, clip, temperature)
     elif kind == "ddim":
         sampler = DDIMSampler(schedule, eta, clip, temperature)
     else:
         raise MofusionError(f"unknown sampler {kind!r} (ddpm or ddim)")
-    sampler.set_timesteps(steps)
+    sampler.set_timesteps(steps, last_step)
     return sampler
 
 

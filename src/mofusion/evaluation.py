@@ -318,7 +318,16 @@ def inbetween_table(
     rows: dict[str, dict[str, Any]] = {n: {"name": n} for n in ["real", *names]}
     for i, pipe in enumerate(pipes):
         method = (methods[i] if methods else None) or pipe.edit_method
-        rows[names[2 + i]].update(checkpoint=str(checkpoints[i]), method=method)
+        cfg = pipe.config.sample
+        sampling = {
+            "sampler": sampler or cfg.sampler,
+            "steps": steps or cfg.steps,
+            "last_step": cfg.last_step,
+            "temperature": cfg.temperature,
+            "smoothing_weight": cfg.smoothing_weight,
+            "velocity_weight": cfg.velocity_weight,
+        }
+        rows[names[2 + i]].update(checkpoint=str(checkpoints[i]), method=method, sampling=sampling)
     for n_trans in transitions:
         window = N_PAST + n_trans + 1
         clips = [m.slice(0, window) for m in test]

@@ -223,7 +223,13 @@ class MotionPipeline:
         generator = make_generator(seed, self.device)
         clip = self.normalizer.bound if sample_cfg.clip_x0 else None
         diffusion_sampler = make_sampler(
-            self.schedule, kind, n_steps, sample_cfg.eta if eta is None else eta, clip, sample_cfg.temperature
+            self.schedule,
+            kind,
+            n_steps,
+            sample_cfg.eta if eta is None else eta,
+            clip,
+            sample_cfg.temperature,
+            sample_cfg.last_step,
         )
         scale = sample_cfg.guidance_scale if guidance_scale is None else guidance_scale
         outputs = []

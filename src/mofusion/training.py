@@ -185,6 +185,10 @@ class Trainer:
             dataset.normalizer.mean, dataset.normalizer.std, dataset.normalizer.bound
         ).to(self.device)
         self.schedule = NoiseSchedule(config.diffusion, self.device)
+        steps = self.schedule.num_steps
+        if any(not 0 <= t < steps for t in config.train.focus_timesteps):
+            raise MofusionError(f"train.focus_timesteps must lie in 0..{steps - 1}")
+        self.focus_timesteps = torch.tensor(config.train.focus_timesteps, dtype=torch.long)
         torch.manual_seed(config.train.seed)
         self.model = MotionUNet1D(config.denoiser).to(self.device)
         self.optimizer = torch.optim.AdamW(
@@ -289,9 +293,11 @@ class Trainer:
         condition: tuple[Tensor, Tensor] | None = None,
         drop: Tensor | None = None,
         shard: slice | None = None,
+        focus: bool = True,
     ) -> tuple[LossTerms, Tensor]:
         """Loss terms of a batch; with ``shard``, every random draw is made for the whole (global)
-        batch and the terms for this process's slice of it."""
+        batch and the terms for this process's slice of it. ``focus=False`` draws the noise steps
+        uniformly whatever ``train.focus_share`` says (validation, comparable across runs)."""
         batch = x0.shape[0]
         cond, cond_mask = condition if condition is not None else (None, None)
         known_mask = None
@@ -306,7 +312,13 @@ class Trainer:
                 self.config.train.mask_weights,
             ).to(self.device)
             known_mask = known_mask & mask[..., None]
-        t = torch.randint(0, self.schedule.num_steps, (batch,), generator=generator).to(self.device)
+        t = torch.randint(0, self.schedule.num_steps, (batch,), generator=generator)
+        share = self.config.train.focus_share if focus else 0.0
+        if share > 0:  # (no draw otherwise: runs without it keep their random stream)
+            focused = torch.rand(batch, generator=generator) < share
+            pick = torch.randint(0, len(self.focus_timesteps), (batch,), generator=generator)
+            t = torch.where(focused, self.focus_timesteps[pick], t)
+        t = t.to(self.device)
         # the noise is drawn where it is used: copying a batch of it from the host costs more than the step
         noise_generator = torch.Generator(device=self.device).manual_seed(noise_seed)
         noise = torch.randn(x0.shape, generator=noise_generator, device=self.device)
@@ -435,6 +447,7 @@ class Trainer:
                 model,
                 step_seed(self.config.train.seed, i, "validation-noise"),
                 condition,
+                focus=False,
             )
             for k, v in terms.as_dict().items():
                 sums[k] = sums.get(k, 0.0) + float(v.sum())
