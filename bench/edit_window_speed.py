@@ -50,12 +50,14 @@ def main() -> int:
                 "transition": transition,
                 "checkpoint": str(checkpoint),
                 "steps": sampling_steps(args, pipe),
+                "last_step": pipe.config.sample.last_step,
                 "speed_ratio": float(pred_all.mean() / true_all.mean()),
                 "hand_speed_ratio": float(pred_hands.mean() / true_hands.mean()),
                 "mean_window_ratio": float((pred_all / np.maximum(true_all, 1e-9)).mean()),
             }
             rows.append(row)
-            print(f"{transition} frames  {checkpoint} ({row['steps']} steps): speed {row['speed_ratio']:.3f}"
+            print(f"{transition} frames  {checkpoint} ({row['steps']} steps to step {row['last_step']}):"
+                  f" speed {row['speed_ratio']:.3f}"
                   f" of the capture, hands {row['hand_speed_ratio']:.3f}, per window"
                   f" {row['mean_window_ratio']:.3f}", flush=True)  # fmt: skip
     save_result(args.out, {"split": "val", "windows": len(windows), "hands": [names[i] for i in hands],

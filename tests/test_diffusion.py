@@ -64,9 +64,11 @@ def test_spaced_timesteps() -> None:
     assert spaced_timesteps(1000, 5, last_step=400).tolist() == [999, 849, 700, 550, 400]
     assert spaced_timesteps(10, 4, last_step=6).tolist() == [9, 8, 7, 6]
     assert spaced_timesteps(1000, 1, last_step=400).tolist() == [999]
-    for steps, last in ((5, 999), (5, -1), (601, 400)):
-        with pytest.raises(MofusionError):
+    for steps, last in ((5, 999), (5, -1)):
+        with pytest.raises(MofusionError, match="last sampling step"):
             spaced_timesteps(1000, steps, last_step=last)
+    with pytest.raises(MofusionError, match=r"between 1 and 600 \(sampling stops at step 400 of 1000\)"):
+        spaced_timesteps(1000, 601, last_step=400)
 
 
 @pytest.mark.parametrize("kind", ["ddpm", "ddim"])

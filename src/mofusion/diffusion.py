@@ -118,8 +118,9 @@ def spaced_timesteps(num_train_steps: int, num_steps: int, last_step: int = 0) -
             f"the last sampling step must be between 0 and {num_train_steps - 2}, got {last_step}"
         )
     if not 1 <= num_steps <= num_train_steps - last_step:
+        stops = f" (sampling stops at step {last_step} of {num_train_steps})" if last_step else ""
         raise MofusionError(
-            f"sampling steps must be between 1 and {num_train_steps - last_step}, got {num_steps}"
+            f"sampling steps must be between 1 and {num_train_steps - last_step}{stops}, got {num_steps}"
         )
     if num_steps == 1:
         return np.array([num_train_steps - 1], dtype=np.int64)
