@@ -82,6 +82,17 @@ def test_export_half_precision(tiny_run: Path, tmp_path: Path, capsys: pytest.Ca
         capsys, "generate", "-c", tmp_path / "small", "--seconds", "1", "-o", tmp_path / "x.npy", "-q"
     )
     assert code == 0
+    # an export may say where the data lives (a run trained from a pack) but not change the model
+    code, _, _ = run(
+        capsys, "export", "-c", tiny_run, "-o", tmp_path / "moved", "--set", "data.path=/elsewhere"
+    )
+    assert code == 0
+    assert (
+        json.loads((tmp_path / "moved" / "config.json").read_text())["config"]["data"]["path"] == "/elsewhere"
+    )
+    code, _, err = run(capsys, "export", "-c", tiny_run, "-o", tmp_path / "no", "--set", "data.window=40")
+    assert code == 2 and "changes only sampling defaults (sample.*) and data.path" in err
+    assert not (tmp_path / "no").exists()
 
 
 @pytest.mark.parametrize(

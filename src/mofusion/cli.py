@@ -616,7 +616,9 @@ def export_command(
     set_: Annotated[
         list[str] | None,
         typer.Option(
-            "--set", help="Change a sampling default: sample.field=value (e.g. sample.guidance_scale=3)."
+            "--set",
+            help="Change a sampling default, sample.field=value (e.g. sample.guidance_scale=3), or "
+            "data.path (where the training data is found, e.g. the folder a pack was made from).",
         ),
     ] = None,
     anchors: Annotated[
@@ -632,8 +634,11 @@ def export_command(
     from .checkpoint import load_checkpoint, save_checkpoint
 
     for assignment in set_ or []:
-        if not assignment.strip().startswith("sample."):
-            raise MofusionError(f"--set {assignment}: export changes only sampling defaults (sample.*)")
+        key = assignment.split("=", 1)[0].strip()
+        if not (key.startswith("sample.") or key == "data.path"):
+            raise MofusionError(
+                f"--set {assignment}: export changes only sampling defaults (sample.*) and data.path"
+            )
     ckpt = load_checkpoint(checkpoint)
     config = ckpt.config.updated(assignments=set_ or [])
     prompt_anchors = ckpt.anchors if anchors is None else _build_anchors(config, anchors, cache)
