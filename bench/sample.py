@@ -4,7 +4,7 @@ an MDM-sized transformer on the same sampler, inputs and machine, with FLOPs and
 Usage:
     python bench/sample.py [--device cuda|cpu] [--threads 2] [--frames 300] [--steps 50]
                            [--batches 1 4 16 64 256 1024] [--budget-s 400] [--out FILE]
-                           [--text-encoder PATH]
+                           [--text-encoder PATH] [--random-condition]
 
 Rows (all at ``--frames`` frames, 50 steps, guidance 2.5 as the packaged model samples, one prompt):
 
@@ -17,6 +17,9 @@ Rows (all at ``--frames`` frames, 50 steps, guidance 2.5 as the packaged model s
   reference under the same settings;
 - FLOPs of one denoiser call at batch 1 (torch.utils.flop_counter), and at each throughput point
   the achieved denoiser FLOP rate over the bf16 matrix peak measured in the same run.
+
+``--random-condition``: throughput rows only, with random condition tokens of the encoded prompt's
+shape (12 tokens of 384: the same FLOPs), for a machine without the text encoder.
 
 Prints a table and writes JSON (default bench/results/sample-<device>.json). Parts run in priority
 order and the JSON is rewritten after each, so a run cut short by ``--budget-s`` keeps what it did.
@@ -49,6 +52,8 @@ from mofusion.fast import Acceleration, StepRunner  # noqa: E402
 from mofusion.pipeline import MotionPipeline  # noqa: E402
 
 PROMPT = "a person walks happily"
+PROMPT_TOKENS = 12
+"""How many tokens the packaged text model reads PROMPT as (its cross-attention's key length)."""
 GUIDANCE = 2.5
 
 
@@ -114,7 +119,11 @@ class Bench:
         self.pipe = MotionPipeline.from_checkpoint(default_checkpoint(), str(self.device), acceleration)
         if args.text_encoder:
             self.pipe.config = self.pipe.config.updated({"condition": {"text_encoder": args.text_encoder}})
-        self.pipe.text_condition([PROMPT])  # load the encoder once (model load is not part of a call)
+        self.random_condition = args.random_condition
+        self.result["condition"] = (
+            f"random, {PROMPT_TOKENS} tokens" if self.random_condition else f"encoded prompt {PROMPT!r}"
+        )
+        self.condition()  # load the encoder once (model load is not part of a call)
         torch.manual_seed(0)
         self.models: dict[str, torch.nn.Module] = {
             "mofusion default (packaged)": self.pipe.model,
@@ -134,6 +143,18 @@ class Bench:
         self.result["bf16_matmul_peak_tflops_measured"] = (
             None if self.peak is None else round(self.peak / 1e12)
         )
+
+    def condition(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompt's condition tokens and mask: encoded, or random of the same shape."""
+        if self.random_condition:
+            generator = torch.Generator().manual_seed(0)
+            shape = (1, PROMPT_TOKENS, self.pipe.config.denoiser.cond_dim)
+            tokens = 0.5 * torch.randn(shape, generator=generator)
+            return tokens.to(self.device), torch.ones(1, PROMPT_TOKENS, dtype=torch.bool, device=self.device)
+        cond, mask = self.pipe.text_condition([PROMPT])
+        if cond.shape[1] != PROMPT_TOKENS:
+            print(f"note: the model reads the prompt as {cond.shape[1]} tokens, not {PROMPT_TOKENS}")
+        return cond, mask
 
     def over_budget(self) -> bool:
         return time.perf_counter() - self.started > self.args.budget_s
@@ -241,7 +262,7 @@ class Bench:
         model = self.models[model_name]
         flops_call = self.result["models"][model_name]["gflop_per_call_b1"] * 1e9
         sampler = self._sampler("ddpm", self.args.steps)
-        cond, mask = self.pipe.text_condition([PROMPT])
+        cond, mask = self.condition()
         for batch in batches:
             if self.over_budget():
                 self.result["skipped"].append(f"throughput {model_name} {how} batch {batch}")
@@ -319,6 +340,11 @@ def main() -> int:
     parser.add_argument("--budget-s", type=float, default=400.0)
     parser.add_argument("--compile", action="store_true", help="also the torch.compile rows (slow to build)")
     parser.add_argument("--text-encoder", default=None, help="a local copy of the text encoder folder")
+    parser.add_argument(
+        "--random-condition",
+        action="store_true",
+        help="throughput only, on random condition tokens (no text encoder needed)",
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.threads:
@@ -326,7 +352,17 @@ def main() -> int:
     bench = Bench(args)
     gpu = bench.device.type == "cuda"
     ours, mdm, plan = list(bench.models)
-    if gpu:
+    if args.random_condition:
+        batches = args.batches or ([1, 64, 1024] if gpu else [1, 4])
+        how = "bf16+graph" if gpu else "none"
+        bench.throughput(ours, "graph" if gpu else "none", batches)
+        if gpu:
+            bench.throughput(ours, how, batches)
+        bench.throughput(mdm, how, batches)
+        if gpu and args.compile:
+            bench.throughput(ours, "bf16+compile+graph", [max(batches)])
+            bench.throughput(mdm, "bf16+compile+graph", [max(batches)])
+    elif gpu:
         torch.backends.cudnn.benchmark = True
         batches = args.batches or [1, 4, 16, 64, 256, 1024]
         bench.latency("ours: eager loop (before)", ours, "eager")
