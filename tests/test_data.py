@@ -135,6 +135,21 @@ def test_motion_pack_round_trip(
         every=10,
     )
     assert sample.names == original.names[::10]
+    # a damaged pack is one clear error naming it, whatever the damage
+    raw = pack.read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(raw[: len(raw) // 2])
+    (tmp_path / "flipped.npz").write_bytes(raw[:1000] + bytes(b ^ 0xFF for b in raw[1000:3000]) + raw[3000:])
+    with np.load(pack) as data:
+        arrays = dict(data)
+    arrays["largest"] = arrays["largest"].copy()
+    arrays["largest"][0, 0] = 7
+    np.savez(tmp_path / "bad-index.npz", **arrays)
+    arrays["largest"] = arrays["largest"][:-1]
+    np.savez(tmp_path / "short.npz", **arrays)
+    for name in ("truncated", "flipped", "bad-index", "short"):
+        damaged = tmp_path / f"{name}.npz"
+        with pytest.raises(InputError, match=f"{name}.npz: (not a readable .npz|a damaged motion pack)"):
+            build_collection(DataConfig(path=str(damaged)), tmp_path / "cache", progress=False)
 
 
 def test_smallest_three_quaternions_round_trip() -> None:

@@ -16,6 +16,8 @@ import hashlib
 import json
 import multiprocessing
 import os
+import zipfile
+import zlib
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -424,6 +426,19 @@ def _smallest_three(quaternions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return largest.astype(np.uint8), np.clip(np.round(rest), -_QUAT_SCALE, _QUAT_SCALE).astype(np.int16)
 
 
+def _pack_rotations(data: Any, path: Path) -> np.ndarray:
+    """The unit quaternions of an opened pack, checked: smallest three, or the older four int16."""
+    stored = data["rotations"]
+    if "largest" not in data.files:  # packs written before the smallest-three layout
+        if stored.ndim != 3 or stored.shape[-1] != 4:
+            raise InputError(path, "a damaged motion pack (rotations are not quaternions)")
+        return stored.astype(np.float64) / _QUAT_SCALE
+    largest = data["largest"]
+    if stored.ndim != 3 or stored.shape[-1] != 3 or largest.shape != stored.shape[:-1] or largest.max() > 3:
+        raise InputError(path, "a damaged motion pack (rotations are not smallest-three quaternions)")
+    return _from_smallest_three(largest, stored)
+
+
 def _from_smallest_three(largest: np.ndarray, rest: np.ndarray) -> np.ndarray:
     """Unit quaternions back from :func:`_smallest_three`."""
     rest = rest.astype(np.float64) / (_QUAT_SCALE * np.sqrt(2.0))
@@ -437,11 +452,15 @@ def _from_smallest_three(largest: np.ndarray, rest: np.ndarray) -> np.ndarray:
     return q
 
 
+# what reading a damaged .npz raises (a truncated zip, a corrupt compressed member, a missing array)
+_NPZ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
 def _load_npz(path: Path, cfg: DataConfig, cache: str | Path | None, progress: bool) -> ClipCollection:
     try:
         with np.load(path, allow_pickle=False) as data:
             is_pack = "rotations" in data.files
-    except (OSError, ValueError) as exc:
+    except _NPZ_ERRORS as exc:
         raise InputError(path, f"not a readable .npz ({exc})") from None
     if not is_pack:
         return ClipCollection.load(path)
@@ -449,16 +468,18 @@ def _load_npz(path: Path, cfg: DataConfig, cache: str | Path | None, progress: b
     target = cache_dir(cache) / "features" / f"pack-{key}.npz"
     if target.is_file():
         return ClipCollection.load(target)
-    with np.load(path, allow_pickle=False) as data:
-        meta = json.loads(str(data["meta"]))
-        if "largest" in data.files:
-            rotations = _from_smallest_three(data["largest"], data["rotations"])
-        else:  # packs written before the smallest-three layout: four int16 components
-            rotations = data["rotations"].astype(np.float64) / _QUAT_SCALE
-        roots = data["roots"].astype(np.float64)
-        offsets = data["offsets"].astype(np.int64)
-    if meta.get("kind") != PACK_KIND or meta.get("version") != CACHE_VERSION:
-        raise InputError(path, "not a motion pack of this mofusion version")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            if meta.get("kind") != PACK_KIND or meta.get("version") != CACHE_VERSION:
+                raise InputError(path, "not a motion pack of this mofusion version")
+            rotations = _pack_rotations(data, path)
+            roots = data["roots"].astype(np.float64)
+            offsets = data["offsets"].astype(np.int64)
+    except (*_NPZ_ERRORS, json.JSONDecodeError) as exc:
+        raise InputError(path, f"a damaged motion pack ({type(exc).__name__}: {exc})") from None
+    if roots.shape != (len(rotations), 3) or offsets[0] != 0 or offsets[-1] != len(rotations):
+        raise InputError(path, "a damaged motion pack (its arrays disagree in length)")
     spec = FeatureSpec.from_dict(meta["spec"])
     rotations /= np.linalg.norm(rotations, axis=-1, keepdims=True)
     features = []
