@@ -420,9 +420,7 @@ def _smallest_three(quaternions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     largest = np.abs(quaternions).argmax(-1)
     picked = np.take_along_axis(quaternions, largest[..., None], -1)
     q = quaternions * np.where(picked < 0, -1.0, 1.0)
-    keep = np.ones(q.shape, dtype=bool)
-    np.put_along_axis(keep, largest[..., None], False, -1)
-    rest = q[keep].reshape(*q.shape[:-1], 3) * (_QUAT_SCALE * np.sqrt(2.0))
+    rest = q[_other_components(q.shape, largest)].reshape(*q.shape[:-1], 3) * (_QUAT_SCALE * np.sqrt(2.0))
     return largest.astype(np.uint8), np.clip(np.round(rest), -_QUAT_SCALE, _QUAT_SCALE).astype(np.int16)
 
 
@@ -444,12 +442,16 @@ def _from_smallest_three(largest: np.ndarray, rest: np.ndarray) -> np.ndarray:
     rest = rest.astype(np.float64) / (_QUAT_SCALE * np.sqrt(2.0))
     big = np.sqrt(np.clip(1.0 - (rest**2).sum(-1), 0.0, 1.0))
     q = np.empty((*rest.shape[:-1], 4))
-    index = largest.astype(np.int64)[..., None]
-    keep = np.ones(q.shape, dtype=bool)
-    np.put_along_axis(keep, index, False, -1)
-    q[keep] = rest.reshape(-1)
-    np.put_along_axis(q, index, big[..., None], -1)
+    q[_other_components(q.shape, largest)] = rest.reshape(-1)
+    np.put_along_axis(q, largest.astype(np.int64)[..., None], big[..., None], -1)
     return q
+
+
+def _other_components(shape: tuple[int, ...], largest: np.ndarray) -> np.ndarray:
+    """Boolean mask over quaternions of ``shape``: every component but the one ``largest`` names."""
+    others = np.ones(shape, dtype=bool)
+    np.put_along_axis(others, largest.astype(np.int64)[..., None], False, -1)
+    return others
 
 
 # what reading a damaged .npz raises (a truncated zip, a corrupt compressed member, a missing array)
