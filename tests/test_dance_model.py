@@ -302,7 +302,7 @@ def test_evaluate_dance_table_on_real_dances(tiny_music_model: Path, small_dance
 
     out = tmp_path / "table.json"
     code = main(["evaluate", "dance", "-c", str(tiny_music_model), "--label", "tiny", "--data", str(small_dances),
-                 "--cache", str(session_cache), "--segment-seconds", "10", "--steps", "2", "--max-dances", "1",
+                 "--cache", str(session_cache), "--segment-seconds", "10", "--steps", "2", "--max-dances", "2",
                  "-q", "--out", str(out)])  # fmt: skip
     assert code == 0
     table = json.loads(out.read_text())
@@ -312,7 +312,13 @@ def test_evaluate_dance_table_on_real_dances(tiny_music_model: Path, small_dance
     assert real["fid_k"] == 0 and real["segments"] == tiny["segments"] == baseline["segments"] >= 3
     assert all(np.isfinite([r["fid_k"], r["fid_g"], r["div_k"], r["bas"]]).all() for r in (tiny, baseline))
     assert tiny["fid_k"] > 0 and 0 <= tiny["bas"] <= 1 and 0.5 < tiny["seam_jump_over_mean_change"] < 5
-    assert "FID_k" in capsys.readouterr().out
+    # the cha-cha has no training dance here: Div is also given on the waltz's segments alone
+    protocol = table["protocol"]
+    assert protocol["unseen_genres"] == ["cha-cha"]
+    assert 2 <= protocol["segments_seen_genres"] < real["segments"]
+    assert all(0 < r["div_k_seen_genres"] and np.isfinite(r["div_g_seen_genres"]) for r in table["rows"])
+    printed = capsys.readouterr().out
+    assert "FID_k" in printed and "genres with training dances (not cha-cha)" in printed
 
 
 def test_a_dance_at_another_temperature(

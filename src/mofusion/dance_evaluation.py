@@ -12,6 +12,10 @@ non-overlapping segments (10 s by default) and each segment gets:
 - the foot-skating ratio (the feature spec's foot joints, e.g. toes and heels, at the planted height
   measured on the real dances).
 
+Where a test genre has no training dance (dance-with-melody's only tango), Div_k / Div_g are also
+given on the segments of the other genres, with the same standardisation: the variety a model can
+learn from its training dances.
+
 Rows: the real test dances (the reference: FID 0 by definition), every model given, and a baseline
 of real *training* segments, drawn at random and played to the test music (a dance that is real
 but not made for this song: what BAS must beat, and the FID a model should approach).
@@ -176,6 +180,12 @@ def dance_table(
         baseline_name = "other training dances' segments, this music"
     rows.append(_row(baseline_name, baseline, beats, fps, body, feet, ground))
 
+    # a genre with no training dance (the data set's only tango) cannot be learnt: Div on the other
+    # genres' segments says how much of a gap to the real Div is variety the training data never had
+    genre_of = {n: str(collection.labels[index[n]].get("genre", "?")) for n in (*test, *train)}
+    seen_genres = {genre_of[n] for n in train}
+    seen = np.array([genre_of[n] in seen_genres for n, _ in keys])
+    split_by_genre = 2 <= int(seen.sum()) < len(keys)
     table_rows = []
     reference = rows[0]
     # a feature that never varies over the reference (a pose test no real segment passes) cannot be
@@ -206,6 +216,9 @@ def dance_table(
             "skating": skating,
             "skating_ci95": skating_ci,
         }
+        if split_by_genre:
+            entry["div_k_seen_genres"] = average_distance(k[seen])
+            entry["div_g_seen_genres"] = average_distance(g[seen])
         entry.update(seams.get(row["name"], {}))
         table_rows.append(entry)
     return {
@@ -223,6 +236,8 @@ def dance_table(
             "blend": (overlap if overlap is not None else pipes[0].config.data.window // 2) // 8,
             "planted_height_m": ground,
             "features_used": {k: f"{int(v.sum())} of {len(v)}" for k, v in varies.items()},
+            "unseen_genres": sorted({genre_of[n] for n in test} - seen_genres),
+            "segments_seen_genres": int(seen.sum()),
             "reference": f"real {split_name} segments (features standardised by their mean and deviation)",
         },
         "rows": table_rows,
@@ -245,6 +260,12 @@ def format_dance_table(table: dict[str, Any]) -> str:
             f"{r['skating_ci95']:<5.3f}{'' if seam is None else f'{seam:>11.2f}'}"
         )
     p = table["protocol"]
+    if "div_k_seen_genres" in rows[0]:
+        divs = [f"{r['name']} {r['div_k_seen_genres']:.2f} / {r['div_g_seen_genres']:.2f}" for r in rows]
+        lines.append(
+            f"Div_k / Div_g on the {p['segments_seen_genres']} segments of genres with training dances "
+            f"(not {', '.join(p['unseen_genres'])}): " + "; ".join(divs)
+        )
     lines.append(
         f"{p['segments']} segments of {p['segment_seconds']:g} s from {len(p['test_dances'])} "
         f"{p.get('split', 'test')} dances; FID against their real segments; seam jump: velocity change at "
