@@ -4,7 +4,8 @@
 #   .devcache/minilm-fp16/      the text encoder folder (all-MiniLM-L6-v2, fp16 copy of the package's)
 #   .devcache/quality-pack.npz  python bench/sample_quality.py pack --data ../shared/data/bandai-namco ...
 #   .devcache/train-pack.npz    a motion pack (mofusion data pack) of Bandai-Namco clips
-# Usage: OUT=folder bash bench/gpu.sh    (writes sample-cuda.json, quality-cuda.json, train-cuda.json)
+# Usage: OUT=folder bash bench/gpu.sh    (writes sample-cuda.json, profile-step-cuda*.json,
+#        quality-cuda.json, train-cuda.json)
 set -uo pipefail
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTHONPATH=src TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-bench/results}
@@ -16,6 +17,10 @@ $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_na
 $PY -m pytest -q -o addopts="" -m gpu tests/test_fast.py -p no:cacheprovider 2>&1 | tail -2
 timeout "${SAMPLE_S:-210}" $PY bench/sample.py --device cuda --text-encoder "$ENCODER" --compile \
     --budget-s "${SAMPLE_BUDGET_S:-150}" --out "$OUT/sample-cuda.json" 2>&1 | grep -v '^{' 
+timeout "${PROFILE_S:-90}" $PY bench/profile_step.py --device cuda --batch 1024 \
+    --out "$OUT/profile-step-cuda.json" 2>&1 | grep -v -e '^{' -e '^USDT'
+timeout "${PROFILE_S:-90}" $PY bench/profile_step.py --device cuda --batch 1 \
+    --out "$OUT/profile-step-cuda-batch1.json" 2>&1 | grep -v -e '^{' -e '^USDT'
 timeout "${QUALITY_S:-200}" $PY bench/sample_quality.py run --pack .devcache/quality-pack.npz --device cuda \
     --text-encoder "$ENCODER" --batch 512 --replications 10 --out "$OUT/quality-cuda.json" \
     --row ddpm:50:none --row ddpm:50:bf16+graph --row ddpm:20:bf16+graph --row ddim:20:bf16+graph \

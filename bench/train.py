@@ -1,15 +1,16 @@
 """Training throughput (motion frames per second) of presets on this machine, and the time it
 takes to train the packaged default model here.
 
-Usage: python bench/train.py --data PACK_OR_FOLDER [--preset bandai-text-small bandai-text]
+Usage: python bench/train.py --data PACK_OR_FOLDER [--preset packaged bandai-text-small bandai-text]
        (music models: --data ../shared/data/dance-with-melody --preset dance-small dance)
        [--batch 64 256] [--steps 40] [--device auto] [--set section.field=value ...] [--out FILE]
 
 Each preset runs at its own batch size (or each ``--batch``), with and without the kinematic
-losses; the first 10 steps are warm-up and not timed. The packaged default
-(``src/mofusion/pretrained/bandai-text``) was trained with the ``bandai-text-small`` preset for the
-number of steps its config records: its row gives the time those steps take on this machine.
-Every row also gives the time the preset's own ``max_steps`` take here.
+losses; the first 10 steps are warm-up and not timed. ``packaged`` is the recipe of the packaged default
+(``src/mofusion/pretrained/bandai-text``) as its checkpoint records it (a preset with changed
+widths): its row gives the time the steps it was trained for take on this machine, and so does any
+other row that trains the same network at the same batch. Every row also gives the time the
+preset's own ``max_steps`` take here.
 Prints a table and writes bench/results/train-<device>.json.
 """
 
@@ -34,7 +35,12 @@ from mofusion.training import Trainer
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True)
-    parser.add_argument("--preset", nargs="+", default=["bandai-text-small", "bandai-text"])
+    parser.add_argument(
+        "--preset",
+        nargs="+",
+        default=["packaged", "bandai-text-small", "bandai-text"],
+        help="presets, or 'packaged': the packaged default's own training config",
+    )
     parser.add_argument("--batch", type=int, nargs="+", default=None, help="default: each preset's own")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--device", default="auto")
@@ -49,9 +55,8 @@ def main() -> int:
     rows = []
     dataset = None
     for preset in args.preset:
-        base = preset_config(preset).updated(
-            {"data": {"path": args.data}, "train": {"device": args.device}}, args.set
-        )
+        recipe = shipped.config if preset == "packaged" else preset_config(preset)
+        base = recipe.updated({"data": {"path": args.data}, "train": {"device": args.device}}, args.set)
         if dataset is None:
             music = AudioFeatureConfig.of(base) if base.condition.kind == "music" else None
             dataset = load_dataset(base.data, args.cache, progress=False, music=music)
@@ -77,6 +82,7 @@ def main() -> int:
                     "preset": preset,
                     "batch": batch,
                     "kinematic": kinematic,
+                    "channels": list(trainer.config.denoiser.channels),
                     "params_M": round(trainer.model.num_parameters() / 1e6, 2),
                     "ms_per_step": round(1000 * elapsed / args.steps, 2),
                     "frames_per_s": round(args.steps * batch * cfg.data.window / elapsed),
@@ -87,7 +93,11 @@ def main() -> int:
                 row["preset_steps"] = base.train.max_steps
                 row["preset_minutes"] = round(base.train.max_steps * elapsed / args.steps / 60, 1)
                 own = shipped.config
-                if preset == own.preset and batch == own.train.batch_size and kinematic == own.loss.kinematic:
+                if (
+                    trainer.config.denoiser == own.denoiser
+                    and batch == own.train.batch_size
+                    and kinematic == own.loss.kinematic
+                ):
                     row["packaged_default_steps"] = shipped.step
                     row["packaged_default_minutes"] = round(shipped.step * elapsed / args.steps / 60, 1)
                 rows.append(row)

@@ -1,0 +1,100 @@
+"""The roofline bound of bench/roofline.py (which bench/profile_step.py compares a GPU profile
+against): FLOPs and bytes of a traced operation, the fit over the batch, the two bounds."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import roofline  # noqa: E402
+from roofline import Op  # noqa: E402
+
+
+def test_a_traced_convolution_has_its_hand_computed_flops_and_bytes() -> None:
+    conv = torch.nn.Conv1d(4, 8, 3, padding=1)
+    x = torch.randn(2, 4, 10)
+    trace = roofline.OpTrace()
+    with torch.no_grad(), trace:
+        conv(x)
+    (op,) = [o for o in trace.ops if o.kind == "matrix"]
+    assert op.name == "aten.convolution"
+    assert op.flops == 2 * 2 * 8 * 10 * 4 * 3  # 2 x batch x out channels x frames x in channels x kernel
+    assert op.read == 4 * (2 * 4 * 10 + 8 * 4 * 3 + 8)  # input, weight, bias in float32
+    assert op.written == 4 * 2 * 8 * 10
+
+
+def test_views_are_not_counted_and_a_broadcast_input_is_read_once() -> None:
+    x = torch.randn(3, 5)
+    row = torch.randn(1, 5)
+    trace = roofline.OpTrace()
+    with trace:
+        y = x + row.expand(3, 5)
+        y.view(15)
+    assert [o.name for o in trace.ops] == ["aten.add"]
+    assert trace.ops[0].read == 4 * (15 + 5)
+    assert trace.ops[0].kind == "other"
+
+
+def test_figures_at_a_batch_are_fitted_from_batch_1_and_2() -> None:
+    one = [Op("aten.convolution", "matrix", 10.0, 100.0, 8.0)]
+    two = [Op("aten.convolution", "matrix", 20.0, 160.0, 16.0)]
+    (op,) = roofline.at_batch(one, two, 10)
+    assert (op.flops, op.read, op.written) == (100.0, 640.0, 80.0)
+    with pytest.raises(RuntimeError):
+        roofline.at_batch(one, [Op("aten.mm", "matrix", 1, 1, 1)], 10)
+
+
+def test_the_two_bounds_by_hand() -> None:
+    ops = [
+        Op("aten.convolution", "matrix", 1000.0, 10.0, 10.0),  # compute-bound: 1000 / 100 = 10 s
+        Op("aten.mm", "matrix", 100.0, 30.0, 10.0),  # memory-bound: 40 / 2 = 20 s
+        Op("aten.native_group_norm", "norm", 0.0, 8.0, 8.0),  # alone 8 s; fused: one read, 4 s
+        Op("aten.add", "other", 0.0, 6.0, 2.0),  # alone 4 s; fused: free
+    ]
+    b = roofline.bounds(ops, peak=100.0, bandwidth=2.0)
+    assert b["matrix_flops"] == 1100.0
+    assert b["each_op_alone_s"] == pytest.approx(10 + 20 + 8 + 4)
+    assert b["ideal_fusion_s"] == pytest.approx(10 + 20 + 4)
+    groups = roofline.by_category(ops, 100.0, 2.0)
+    assert groups == {"matrix product": 20000.0, "convolution": 10000.0, "normalisation": 8000.0,
+                      "elementwise, other": 4000.0}  # fmt: skip
+
+
+def test_profiler_and_trace_names_fall_in_the_same_groups() -> None:
+    assert (
+        roofline.category("aten::cudnn_convolution") == roofline.category("aten.convolution") == "convolution"
+    )
+    assert roofline.category("aten::addmm") == roofline.category("aten.addmm") == "matrix product"
+    assert roofline.category("aten::_efficient_attention_forward") == "attention"
+    assert roofline.category("aten::native_group_norm") == "normalisation"
+    assert roofline.category("aten::_to_copy") == "cast or copy"
+    assert roofline.category("aten::silu") == "elementwise, other"
+
+
+def test_profile_step_runs_on_the_cpu_and_splits_the_step_by_group(tmp_path, monkeypatch) -> None:
+    """bench/profile_step.py is meant for a GPU run (bench/gpu.sh); on a CPU it must still run and
+    write every group beside its bound, and time each convolution in both layouts."""
+    import profile_step
+
+    out = tmp_path / "profile.json"
+    argv = ["profile_step.py", "--device", "cpu", "--batch", "1", "--steps", "1", "--warmup", "1",
+            "--no-mdm", "--peak-tflops", "1", "--bandwidth-tbs", "0.02", "--out", str(out)]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    assert profile_step.main() == 0
+    result = json.loads(out.read_text())
+    (row,) = result["models"].values()
+    assert row["wall_ms_per_step"] > 0 and row["device_events_per_step"] is None
+    assert {"convolution", "normalisation"} <= set(row["ms_per_step_by_category"])
+    assert set(row["ms_per_step_by_category"]) <= set(row["bound_ms_per_step_by_category"])
+    conv = result["convolutions"][0]
+    assert conv["conv1d_ncl_ms"] > 0 and conv["conv2d_channels_last_ms"] > 0
+    assert max(c["max_abs_difference"] for c in result["convolutions"]) < 0.1  # bf16 rounding only
+    assert len(
+        {(c["c_in"], c["c_out"], c["kernel"], c["stride"], c["frames"]) for c in result["convolutions"]}
+    ) == len(result["convolutions"])
