@@ -6,24 +6,38 @@
 #   .devcache/train-pack.npz    a motion pack (mofusion data pack) of Bandai-Namco clips
 # Usage: OUT=folder bash bench/gpu.sh    (writes sample-cuda.json, profile-step-cuda*.json,
 #        quality-cuda.json, train-cuda.json)
+#        PARTS="profile train" OUT=folder bash bench/gpu.sh    (only those parts; the whole script can
+#        take longer than one 10-minute device command: each part's timeout is a *_S variable)
 set -uo pipefail
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTHONPATH=src TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-bench/results}
 ENCODER=.devcache/minilm-fp16
 PY=${PYTHON:-python3}
+PARTS=${PARTS:-"tests sample profile quality train"}
+wants() { [[ " $PARTS " == *" $1 "* ]]; }
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
-$PY -m pytest -q -o addopts="" -m gpu tests/test_fast.py -p no:cacheprovider 2>&1 | tail -2
-timeout "${SAMPLE_S:-210}" $PY bench/sample.py --device cuda --text-encoder "$ENCODER" --compile \
-    --budget-s "${SAMPLE_BUDGET_S:-150}" --out "$OUT/sample-cuda.json" 2>&1 | grep -v '^{' 
-timeout "${PROFILE_S:-90}" $PY bench/profile_step.py --device cuda --batch 1024 \
-    --out "$OUT/profile-step-cuda.json" 2>&1 | grep -v -e '^{' -e '^USDT'
-timeout "${PROFILE_S:-90}" $PY bench/profile_step.py --device cuda --batch 1 \
-    --out "$OUT/profile-step-cuda-batch1.json" 2>&1 | grep -v -e '^{' -e '^USDT'
-timeout "${QUALITY_S:-200}" $PY bench/sample_quality.py run --pack .devcache/quality-pack.npz --device cuda \
-    --text-encoder "$ENCODER" --batch 512 --replications 10 --out "$OUT/quality-cuda.json" \
-    --row ddpm:50:none --row ddpm:50:bf16+graph --row ddpm:20:bf16+graph --row ddim:20:bf16+graph \
-    --row ddpm:10:bf16+graph 2>&1 | tail -8
-timeout "${TRAIN_S:-100}" $PY bench/train.py --data .devcache/train-pack.npz --device cuda --steps 40 \
-    --set condition.text_encoder="$ENCODER" --cache /tmp/mofusion-cache --out "$OUT/train-cuda.json" 2>&1 | tail -7
+if wants tests; then
+    $PY -m pytest -q -o addopts="" -m gpu tests/test_fast.py tests/test_bench_roofline.py -p no:cacheprovider 2>&1 | tail -2
+fi
+if wants sample; then
+    timeout "${SAMPLE_S:-210}" $PY bench/sample.py --device cuda --text-encoder "$ENCODER" --compile \
+        --budget-s "${SAMPLE_BUDGET_S:-150}" --out "$OUT/sample-cuda.json" 2>&1 | grep -v '^{'
+fi
+if wants profile; then
+    timeout "${PROFILE_S:-90}" $PY bench/profile_step.py --device cuda --batch 1024 \
+        --out "$OUT/profile-step-cuda.json" 2>&1 | grep -v -e '^{' -e '^USDT'
+    timeout "${PROFILE_S:-90}" $PY bench/profile_step.py --device cuda --batch 1 \
+        --out "$OUT/profile-step-cuda-batch1.json" 2>&1 | grep -v -e '^{' -e '^USDT'
+fi
+if wants quality; then
+    timeout "${QUALITY_S:-200}" $PY bench/sample_quality.py run --pack .devcache/quality-pack.npz --device cuda \
+        --text-encoder "$ENCODER" --batch 512 --replications 10 --out "$OUT/quality-cuda.json" \
+        --row ddpm:50:none --row ddpm:50:bf16+graph --row ddpm:20:bf16+graph --row ddim:20:bf16+graph \
+        --row ddpm:10:bf16+graph 2>&1 | tail -8
+fi
+if wants train; then
+    timeout "${TRAIN_S:-100}" $PY bench/train.py --data .devcache/train-pack.npz --device cuda --steps 40 \
+        --set condition.text_encoder="$ENCODER" --cache /tmp/mofusion-cache --out "$OUT/train-cuda.json" 2>&1 | tail -7
+fi

@@ -56,7 +56,7 @@ from mdm_reference import MDMReference  # noqa: E402
 from mofusion.checkpoint import default_checkpoint  # noqa: E402
 from mofusion.config import DenoiserConfig  # noqa: E402
 from mofusion.denoiser import MotionUNet1D  # noqa: E402
-from mofusion.diffusion import make_sampler  # noqa: E402
+from mofusion.diffusion import NoiseSchedule, make_sampler  # noqa: E402
 from mofusion.fast import Acceleration, StepRunner  # noqa: E402
 from mofusion.pipeline import MotionPipeline  # noqa: E402
 
@@ -155,7 +155,8 @@ def step_runner(
     condition tables built beforehand, as the library samples), on random condition tokens of the
     prompt's shape, set at a middle step."""
     clip = pipe.normalizer.bound if pipe.config.sample.clip_x0 else None
-    sampler = make_sampler(pipe.schedule, "ddpm", 50, 0.0, clip)
+    schedule = NoiseSchedule(pipe.config.diffusion, device)  # the runner works on its device
+    sampler = make_sampler(schedule, "ddpm", 50, 0.0, clip)
     generator = torch.Generator().manual_seed(0)
     cond = 0.5 * torch.randn(batch, PROMPT_TOKENS, pipe.config.denoiser.cond_dim, generator=generator)
     mask = torch.ones(batch, PROMPT_TOKENS, dtype=torch.bool)

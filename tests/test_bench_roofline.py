@@ -98,3 +98,23 @@ def test_profile_step_runs_on_the_cpu_and_splits_the_step_by_group(tmp_path, mon
     assert len(
         {(c["c_in"], c["c_out"], c["kernel"], c["stride"], c["frames"]) for c in result["convolutions"]}
     ) == len(result["convolutions"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_profile_step_on_a_gpu_counts_kernels_and_bounds_each_group(tmp_path, monkeypatch) -> None:
+    """What bench/gpu.sh runs, small: the runner's buffers on the GPU, kernels counted, the bound
+    from the GPU's name (datasheet bandwidth) and the peak measured there."""
+    import profile_step
+
+    out = tmp_path / "profile.json"
+    argv = ["profile_step.py", "--device", "cuda", "--batch", "2", "--steps", "1", "--warmup", "1",
+            "--no-mdm", "--out", str(out)]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    assert profile_step.main() == 0
+    result = json.loads(out.read_text())
+    (row,) = result["models"].values()
+    assert row["device_events_per_step"] > 50
+    assert result["peak_tflops"] > 10
+    if result["bandwidth_tbs"] is not None:
+        assert set(row["ms_per_step_by_category"]) <= set(row["bound_ms_per_step_by_category"])
