@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU figure of the performance benchmarks in one call, for a GPU machine without the data set
 # or the text-encoder package (see bench/README.md for how .devcache is made on a machine that has them):
-#   .devcache/minilm-fp16/      the text encoder folder (all-MiniLM-L6-v2, fp16 copy of the package's)
+#   .devcache/minilm-trimmed/   the text encoder (all-MiniLM-L6-v2 in fp16, cut to the benchmarks' texts)
 #   .devcache/quality-pack.npz  python bench/sample_quality.py pack --data ../shared/data/bandai-namco ...
 #   .devcache/train-pack.npz    a motion pack (mofusion data pack) of Bandai-Namco clips
 # Usage: OUT=folder bash bench/gpu.sh    (writes sample-cuda.json, profile-step-cuda*.json,
@@ -11,7 +11,9 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTHONPATH=src TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-bench/results}
-ENCODER=.devcache/minilm-fp16
+# the encoder cut down to the benchmarks' texts (python bench/trim_encoder.py: 21 MiB), else the whole fp16 copy
+ENCODER=.devcache/minilm-trimmed
+[ -d "$ENCODER" ] || ENCODER=.devcache/minilm-fp16
 PY=${PYTHON:-python3}
 PARTS=${PARTS:-"tests sample profile quality train"}
 wants() { [[ " $PARTS " == *" $1 "* ]]; }

@@ -118,3 +118,26 @@ def test_profile_step_on_a_gpu_counts_kernels_and_bounds_each_group(tmp_path, mo
     assert result["peak_tflops"] > 10
     if result["bandwidth_tbs"] is not None:
         assert set(row["ms_per_step_by_category"]) <= set(row["bound_ms_per_step_by_category"])
+
+
+def test_the_trimmed_encoder_encodes_its_texts_as_the_whole_one_and_only_those(tmp_path) -> None:
+    """bench/trim_encoder.py: the GPU machines get the encoder cut to the benchmarks' texts."""
+    import trim_encoder
+    from tokenizers import Tokenizer
+
+    from mofusion.encoders import BertTextEncoder, minilm_folder
+
+    texts = trim_encoder.BENCH_PROMPTS + trim_encoder.caption_texts()[:150]
+    out = tmp_path / "minilm-trimmed"
+    report = trim_encoder.trim(minilm_folder(), out, texts)  # raises if a text splits or encodes otherwise
+    assert trim_encoder.KEPT_IDS < report["vocabulary"] < 1000 and report["of"] == 30522
+    assert report["embeddings_checked"] == len(texts)
+    whole = BertTextEncoder(minilm_folder(), "minilm")
+    cut = BertTextEncoder(out, "cut")
+    a, b = whole.encode(texts[:3]), cut.encode(texts[:3])
+    assert (a.tokens - b.tokens).abs().max() < 0.05  # float16 weights against float32
+    # words it was not cut for split into other pieces
+    other = "a dragon flies over the castle"
+    full_pieces = Tokenizer.from_file(str(minilm_folder() / "tokenizer.json")).encode(other).tokens
+    cut_pieces = Tokenizer.from_file(str(out / "tokenizer.json")).encode(other).tokens
+    assert "dragon" in full_pieces and "dragon" not in cut_pieces
