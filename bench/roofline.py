@@ -192,12 +192,18 @@ def at_batch(one: list[Op], two: list[Op], batch: int) -> list[Op]:
     ]
 
 
+def alone_s(op: Op, peak: float, bandwidth: float) -> float:
+    """The least time ``op`` takes as a kernel of its own: its FLOPs at the peak or its bytes at the
+    bandwidth, whichever is longer."""
+    return max(op.flops / peak, (op.read + op.written) / bandwidth)
+
+
 def bounds(ops: list[Op], peak: float, bandwidth: float) -> dict[str, float]:
     """Matrix FLOPs of the step and the two lower bounds on its time (seconds)."""
     matrix = [o for o in ops if o.kind == "matrix"]
     flops = sum(o.flops for o in matrix)
-    alone = sum(max(o.flops / peak, (o.read + o.written) / bandwidth) for o in ops)
-    fused = sum(max(o.flops / peak, (o.read + o.written) / bandwidth) for o in matrix)
+    alone = sum(alone_s(o, peak, bandwidth) for o in ops)
+    fused = sum(alone_s(o, peak, bandwidth) for o in matrix)
     fused += sum(o.read / bandwidth for o in ops if o.kind == "norm")
     return {"matrix_flops": flops, "each_op_alone_s": alone, "ideal_fusion_s": fused}
 
@@ -234,7 +240,7 @@ def by_category(ops: list[Op], peak: float, bandwidth: float) -> dict[str, float
     out: dict[str, float] = {}
     for o in ops:
         group = category(o.name)
-        out[group] = out.get(group, 0.0) + 1e3 * max(o.flops / peak, (o.read + o.written) / bandwidth)
+        out[group] = out.get(group, 0.0) + 1e3 * alone_s(o, peak, bandwidth)
     return {k: round(v, 3) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
 
 
