@@ -39,8 +39,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from mdm_reference import MDMReference  # noqa: E402
 from roofline import FEATURES, PROMPT_TOKENS, at_batch, by_category, category, step_runner, trace_step  # noqa: E402
-from sample import sync, timed  # noqa: E402
+from sample import matmul_peak, sync, timed  # noqa: E402
 
+from mofusion._io import atomic_write_json  # noqa: E402
 from mofusion.checkpoint import default_checkpoint  # noqa: E402
 from mofusion.fast import StepRunner  # noqa: E402
 from mofusion.pipeline import MotionPipeline  # noqa: E402
@@ -181,18 +182,8 @@ def main() -> int:
     bf16 = not args.float32
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     peak = args.peak_tflops
-    if peak is None and device.type == "cuda":
-        n = 8192
-        a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16) for _ in range(2))
-        for _ in range(3):
-            a @ b
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(10):
-            a @ b
-        sync(device)
-        peak = 2 * n**3 * 10 / (time.perf_counter() - start) / 1e12
-        del a, b
+    if peak is None and device.type == "cuda":  # measured as bench/sample.py measures it
+        peak = matmul_peak(device) / 1e12
     bandwidth = args.bandwidth_tbs or next((v for k, v in BANDWIDTH_TBS.items() if k in name), None)
     pipe = MotionPipeline.from_checkpoint(default_checkpoint(), "cpu", "none")
     torch.manual_seed(0)
@@ -225,10 +216,7 @@ def main() -> int:
     )
     print(table(result))
     out = Path(args.out or f"bench/results/profile-step-{device.type}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
+    atomic_write_json(out, result)
     print(f"written to {out}")
     return 0
 

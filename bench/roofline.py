@@ -53,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from mdm_reference import MDMReference  # noqa: E402
 
+from mofusion._io import atomic_write_json  # noqa: E402
 from mofusion.checkpoint import default_checkpoint  # noqa: E402
 from mofusion.config import DenoiserConfig  # noqa: E402
 from mofusion.denoiser import MotionUNet1D  # noqa: E402
@@ -290,10 +291,7 @@ def main() -> int:
         "rows": rows,
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
+    atomic_write_json(out, result)
     print(f"\n{'model':44}{'ops':>6}{'GFLOP':>9}{'FLOP/B':>8}{'alone':>8}{'fused':>8}  (max share of peak)")
     for r in rows:
         print(
