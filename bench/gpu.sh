@@ -4,8 +4,9 @@
 #   .devcache/minilm-trimmed/   the text encoder (all-MiniLM-L6-v2 in fp16, cut to the benchmarks' texts)
 #   .devcache/quality-pack.npz  python bench/sample_quality.py pack --data ../shared/data/bandai-namco ...
 #   .devcache/train-pack.npz    a motion pack (mofusion data pack) of Bandai-Namco clips
-# Usage: OUT=folder bash bench/gpu.sh    (writes sample-cuda.json, profile-step-cuda*.json,
-#        quality-cuda.json, train-cuda.json)
+#   .devcache/base/             python bench/ab_revisions.py --base REV --export-base .devcache/base
+# Usage: OUT=folder bash bench/gpu.sh    (writes sample-cuda.json, ab-sampling-cuda.json,
+#        profile-step-cuda*.json, quality-cuda.json, train-cuda.json)
 #        PARTS="profile train" OUT=folder bash bench/gpu.sh    (only those parts; the whole script can
 #        take longer than one 10-minute device command: each part's timeout is a *_S variable)
 set -uo pipefail
@@ -15,7 +16,7 @@ OUT=${OUT:-bench/results}
 ENCODER=.devcache/minilm-trimmed
 [ -d "$ENCODER" ] || ENCODER=.devcache/minilm-fp16
 PY=${PYTHON:-python3}
-PARTS=${PARTS:-"tests sample profile quality train"}
+PARTS=${PARTS:-"tests sample ab profile quality train"}
 wants() { [[ " $PARTS " == *" $1 "* ]]; }
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -32,6 +33,10 @@ if wants profile; then
         --out "$OUT/profile-step-cuda.json" 2>&1 | grep -v -e '^{' -e '^USDT'
     timeout "${PROFILE_S:-90}" $PY bench/profile_step.py --device cuda --batch 1 \
         --out "$OUT/profile-step-cuda-batch1.json" 2>&1 | grep -v -e '^{' -e '^USDT'
+fi
+if wants ab; then  # the sampling code of .devcache/base's revision against this tree, in one process
+    timeout "${AB_S:-150}" $PY bench/ab_revisions.py --base-tree .devcache/base --device cuda \
+        --text-encoder "$ENCODER" --batch 1024 --out "$OUT/ab-sampling-cuda.json" 2>&1 | tail -7
 fi
 if wants quality; then
     timeout "${QUALITY_S:-200}" $PY bench/sample_quality.py run --pack .devcache/quality-pack.npz --device cuda \

@@ -77,7 +77,7 @@ def category(name: str) -> str:
     base = name.replace("::", ".").removeprefix("aten.")
     if "conv" in base:
         return "convolution"
-    if "attention" in base:
+    if "attention" in base or base == "_softmax":  # the folded attention's softmax
         return "attention"
     if base in ("mm", "addmm", "bmm", "baddbmm", "matmul", "linear"):
         return "matrix product"

@@ -141,3 +141,40 @@ def test_the_trimmed_encoder_encodes_its_texts_as_the_whole_one_and_only_those(t
     full_pieces = Tokenizer.from_file(str(minilm_folder() / "tokenizer.json")).encode(other).tokens
     cut_pieces = Tokenizer.from_file(str(out / "tokenizer.json")).encode(other).tokens
     assert "dragon" in full_pieces and "dragon" not in cut_pieces
+
+
+def test_ab_revisions_exports_a_revision_as_a_second_package(tmp_path: Path) -> None:
+    """bench/ab_revisions.py's base: a revision's package under another name, without weights, that
+    imports beside the working tree's (the package imports itself relatively)."""
+    import importlib
+    import subprocess
+
+    import ab_revisions
+
+    root = Path(__file__).resolve().parents[1]
+    if subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True).returncode:
+        pytest.skip("needs the project's git history")
+    ab_revisions.extract_package("HEAD", tmp_path)
+    package = tmp_path / ab_revisions.BASE_PACKAGE
+    assert (package / "fast.py").is_file() and not (package / "pretrained").exists()
+    assert (tmp_path / "REVISION").read_text().strip() == "HEAD"
+    sys.path.insert(0, str(tmp_path))
+    try:
+        fast = importlib.import_module(f"{ab_revisions.BASE_PACKAGE}.fast")
+        assert Path(fast.__file__).parent == package
+        import mofusion.fast
+
+        assert fast.StepRunner is not mofusion.fast.StepRunner
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [n for n in sys.modules if n.startswith(ab_revisions.BASE_PACKAGE)]:
+            del sys.modules[name]
+
+
+def test_alternate_times_every_call_and_swaps_the_order() -> None:
+    import ab_revisions
+
+    order: list[str] = []
+    times = ab_revisions.alternate({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, 3)
+    assert order == ["a", "b", "a", "b", "b", "a", "a", "b"]  # one warm-up each, then ab, ba, ab
+    assert [len(t) for t in times.values()] == [3, 3] and all(s >= 0 for t in times.values() for s in t)

@@ -69,3 +69,51 @@ def test_timestep_embedding_is_sinusoidal() -> None:
     emb = timestep_embedding(torch.tensor([0.0, 10.0]), 8)
     assert torch.allclose(emb[0], torch.tensor([1.0, 1, 1, 1, 0, 0, 0, 0]))
     assert torch.allclose(emb[1, 0], torch.cos(torch.tensor(10.0)))
+
+
+def test_sampling_cache_gives_the_plain_forward() -> None:
+    """The step tables and the prompt's folded attention (query projection, keys, mask, values and
+    output projection in three tensors) compute what the plain forward does, padding included."""
+    model = small().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(3, 11, 16)
+    cond = torch.randn(3, 5, 8)
+    mask = torch.tensor([[True] * 5, [True] * 2 + [False] * 3, [True] + [False] * 4])
+    steps = torch.tensor([999, 500, 0])
+    with torch.no_grad():
+        cache = model.precompute(steps, cond, mask, 3)
+        for row, step in enumerate(steps):
+            plain = model(x, step.repeat(3), cond, mask)
+            cached = model(x, None, cache=cache, step=torch.tensor([row]))
+            assert torch.allclose(cached, plain, atol=1e-5), (cached - plain).abs().max()
+        # the padding stays hidden: other values behind the mask give the same prompt tensors' output
+        other = cond.clone()
+        other[1, 2:] = 100.0
+        again = model(x, None, cache=model.precompute(steps, other, mask, 3), step=torch.tensor([1]))
+        assert torch.allclose(again[1], model(x, steps[1].repeat(3), cond, mask)[1], atol=1e-5)
+    weights, bias, values = cache.prompt[0]
+    assert weights.shape == (3, 2 * 5, 16) and bias.shape == (3, 2 * 5, 1) and values.shape == (3, 16, 2 * 5)
+    assert torch.isinf(bias[2, 1:5]).all() and torch.isinf(bias[2, 6:]).all()  # both heads' padding
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_copies_of_the_input_run_the_condition_free_part_once(pooled: bool) -> None:
+    """``copies=2`` on x equals the forward of x twice over, each half with its rows of the condition
+    (guidance's conditional and null passes), with or without a pooled condition bias."""
+    model = small(cond_pooled=pooled).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x, cond = torch.randn(2, 11, 16), torch.randn(4, 5, 8)
+    mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2] * 2)
+    with torch.no_grad():
+        cache = model.precompute(torch.tensor([700]), cond, mask, 4)
+        twice = model(torch.cat((x, x)), None, cache=cache, step=torch.tensor([0]))
+        once = model(x, None, cache=cache, step=torch.tensor([0]), copies=2)
+    assert once.shape == twice.shape == (4, 11, 16)
+    assert torch.allclose(once, twice, atol=1e-6)
+    assert not torch.allclose(once[:2], once[2:], atol=1e-3)  # the halves' conditions differ
+    with pytest.raises(MofusionError, match="copies"):
+        model(x, torch.tensor([1, 2]), copies=2)

@@ -94,11 +94,12 @@ def test_bf16_stays_close_to_float32() -> None:
 
 def test_acceleration_parsing() -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert Acceleration.parse("auto", cpu) == Acceleration()
+    assert Acceleration.parse("auto", cpu) == Acceleration(runner=True)  # the step runner, float32
+    assert Acceleration.parse("auto", cpu).any and not Acceleration.parse("none", cpu).any
     gpu = Acceleration.parse("auto", cuda)
     assert gpu.cuda_graph and not gpu.compile
     assert not gpu.for_batch(1).bf16 and gpu.for_batch(64).bf16 and gpu.for_batch(1024).bf16
-    assert Acceleration.parse("bf16+compile", cpu) == Acceleration(bf16=True, compile=True)
+    assert Acceleration.parse("bf16+compile", cpu) == Acceleration(runner=True, bf16=True, compile=True)
     assert not Acceleration.parse("none", cuda).any
     with pytest.raises(MofusionError, match="CUDA graphs"):
         Acceleration.parse("graph", cpu)
@@ -136,3 +137,56 @@ def test_generate_refuses_an_unknown_acceleration(tmp_path) -> None:
     out = tmp_path / "x.bvh"
     code = main(["generate", "--text", "a person walks", "--out", str(out), "--acceleration", "fp8", "-q"])
     assert code == 2 and not out.exists()
+
+
+def test_bf16_weights_compute_what_autocast_does() -> None:
+    """The bf16 runner's copy holds bf16 convolution and linear weights, so its steps cast no
+    weight; under autocast it computes exactly what the float32 model does, which stays float32."""
+    from mofusion.fast import bf16_weights
+
+    model = _model()
+    copy = bf16_weights(model)
+    assert (
+        copy.input.weight.dtype == torch.bfloat16 and copy.down[0].attention.q.weight.dtype == torch.bfloat16
+    )
+    assert copy.down[0].blocks[0].norm1.weight.dtype == torch.float32  # normalisations keep float32
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    x, t, cond = torch.randn(2, 12, 8), torch.tensor([5, 50]), torch.randn(2, 3, 8)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+        assert torch.equal(copy(x, t, cond), model(x, t, cond))
+
+
+def test_bf16_runner_of_a_music_model() -> None:
+    """A music model's condition encoder runs in float32 before the bf16 step, as in the eager loop."""
+    torch.manual_seed(0)
+    cfg = DenoiserConfig(feature_dim=12, channels=[16, 32], cond_dim=16, heads=2, cond_input_dim=5,
+                         cond_aligned=True, cond_pooled=True, dropout=0.0)  # fmt: skip
+    model = MotionUNet1D(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    sampler = make_sampler(NoiseSchedule(DiffusionConfig(num_steps=50)), "ddpm", 5)
+    music = torch.randn(2, 16, 5)
+    exact = StepRunner(model, sampler, (2, 12, 16), music, None, 2.0, Acceleration()).run(make_generator(2))
+    runner = StepRunner(model, sampler, (2, 12, 16), music, None, 2.0, Acceleration(bf16=True))
+    half = runner.run(make_generator(2))
+    assert 0 < float((half - exact).norm() / exact.norm()) < 0.05
+    runner.set_condition(torch.randn(2, 16, 5), None)  # a new song through the float32 encoder
+    assert torch.isfinite(runner.run(make_generator(2))).all()
+
+
+def test_runner_owns_its_condition_buffers() -> None:
+    """An expanded prompt (one prompt for many samples) and the caller's tensors stay untouched when
+    a runner built from them is given another prompt."""
+    model = _model()
+    sampler = make_sampler(NoiseSchedule(DiffusionConfig(num_steps=20)), "ddpm", 4)
+    for scale in (1.0, 2.0):
+        cond = torch.randn(1, 5, 8).expand(3, -1, -1)
+        mask = torch.ones(3, 5, dtype=torch.bool)
+        kept = cond.clone()
+        runner = StepRunner(model, sampler, (3, 12, 8), cond, mask, scale, Acceleration())
+        other = torch.randn(3, 5, 8)
+        runner.set_condition(other, mask)
+        assert torch.equal(cond, kept)
+        expected = _eager(model, sampler, (3, 12, 8), other, mask, scale, seed=4)
+        assert torch.allclose(runner.run(make_generator(4)), expected, atol=1e-5)

@@ -210,8 +210,9 @@ def generate(
     acceleration: Annotated[
         str,
         typer.Option(
-            help="Sampling speed-ups: auto (CUDA graph on a GPU, bf16 from batch 64; none on a CPU), "
-            "none, or bf16/compile/graph joined by '+' (compile pays in long runs only)."
+            help="Sampling speed-ups: auto (CUDA graph on a GPU, bf16 from batch 64; the step runner "
+            "on a CPU), none (the plain loop), or runner/bf16/compile/graph joined by '+' (compile "
+            "pays in long runs only)."
         ),
     ] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,

@@ -69,14 +69,23 @@ class ResBlock1D(nn.Module):
         self.conv2 = _zero(nn.Conv1d(out_ch, out_ch, kernel, padding=kernel // 2))
         self.skip = nn.Conv1d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
-    def forward(self, x: Tensor, t_emb: Tensor | None, time_out: Tensor | None = None) -> Tensor:
-        """``time_out``: ``self.time(t_emb)`` computed beforehand (see :meth:`MotionUNet1D.precompute`)."""
+    def film(self, t_emb: Tensor) -> Tensor:
+        """The step's gain ``1 + scale`` and shift ``(B, 2 * out_ch)``: what this block takes from the
+        step alone (a sampling loop tabulates it once, see :meth:`MotionUNet1D.precompute`)."""
+        scale, shift = self.time(t_emb).chunk(2, dim=1)
+        return torch.cat((1 + scale, shift), dim=1)
+
+    def forward(self, x: Tensor, t_emb: Tensor | None, film: Tensor | None = None) -> Tensor:
+        """``film``: :meth:`film` of the step, computed beforehand (None: from ``t_emb``)."""
         h = self.conv1(F.silu(self.norm1(x)))
-        if time_out is None:
+        if film is None:
             assert t_emb is not None
-            time_out = self.time(t_emb)
-        scale, shift = time_out[:, :, None].chunk(2, dim=1)
-        h = self.norm2(h) * (1 + scale) + shift
+            scale, shift = self.time(t_emb)[:, :, None].chunk(2, dim=1)
+            gain = 1 + scale
+        else:
+            gain, shift = film[:, :, None].chunk(2, dim=1)
+        # one fused multiply-add instead of a multiply and an add over the activations
+        h = torch.addcmul(shift, self.norm2(h), gain)
         h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
@@ -139,19 +148,53 @@ class CrossAttention1D(nn.Module):
             z.reshape(b, length, self.heads, z.shape[-1] // self.heads).transpose(1, 2) for z in (k, v)
         )
 
+    def prompt_tensors(self, cond: Tensor, cond_mask: Tensor | None) -> tuple[Tensor, ...]:
+        """What this block computes from the condition alone, once per prompt for a sampling loop.
+
+        Aligned frames (music): the keys and values. Tokens (text): the query projection, the keys,
+        the scale and the mask folded into the logits' weights ``(B, H * L, C)`` and bias
+        ``(B, H * L, 1)``, and the values, the output projection and its bias folded into
+        ``(B, C, H * L)``, so that a step is ``x + values @ softmax(weights @ norm(x) + bias)``
+        (:meth:`forward` with ``prompt``): two matrix products instead of the query projection,
+        the mask's conversion, the attention and the output projection. Exact, since
+        ``q . k = (k W_q) . norm(x) + k . b_q``, and since each head's weights sum to one, so the
+        output bias can ride on the values. For a short prompt it is also fewer FLOPs (H * L = 48
+        for 12 tokens against C * C for the query projection)."""
+        k, v = self.keys_values(cond)  # (B, H, L, d)
+        if self.aligned:
+            return k, v
+        b, heads, length, d = k.shape
+        c = heads * d
+        scale = d**-0.5
+        weights = (k @ self.q.weight.view(heads, d, c)).mul(scale).reshape(b, heads * length, c)
+        bias = (k @ self.q.bias.view(heads, d, 1)).mul(scale)  # (B, H, L, 1)
+        if cond_mask is not None:
+            bias = bias.masked_fill(~cond_mask[:, None, :, None], float("-inf"))
+        values = self.out.weight.view(c, heads, d).transpose(0, 1) @ v.transpose(2, 3)  # (B, H, C, L)
+        values = values.transpose(1, 2).reshape(b, c, heads * length)
+        values = values + (self.out.bias / heads).to(values.dtype)[:, None]
+        return weights, bias.reshape(b, heads * length, 1), values
+
     def forward(
         self,
         x: Tensor,
         cond: Tensor | None,
         cond_mask: Tensor | None,
-        kv: tuple[Tensor, Tensor] | None = None,
+        prompt: tuple[Tensor, ...] | None = None,
     ) -> Tensor:
+        """``prompt``: :meth:`prompt_tensors` of the (prepared) condition, computed beforehand; it
+        replaces ``cond`` (and, for tokens, ``cond_mask``)."""
         b, c, t = x.shape
+        if prompt is not None and not self.aligned:
+            weights, bias, values = prompt
+            logits = torch.baddbmm(bias, weights, self.norm(x))  # (B, H * L, T)
+            probs = logits.view(b, self.heads, -1, t).softmax(dim=2).view(b, -1, t)
+            return torch.baddbmm(x, values, probs.to(values.dtype))
         q = self.q(self.norm(x).transpose(1, 2))  # (B, T, C)
-        if kv is None:
+        if prompt is None:
             assert cond is not None
-            kv = self.keys_values(cond)
-        k, v = kv
+            prompt = self.keys_values(cond)
+        k, v = prompt
         q = q.reshape(b, t, self.heads, c // self.heads).transpose(1, 2)
         attn_mask = None if cond_mask is None else cond_mask[:, None, None, :]
         if self.aligned:
@@ -194,26 +237,32 @@ class Stage(nn.Module):
         t_emb: Tensor | None,
         cond: Tensor | None,
         cond_mask: Tensor | None,
-        time_outs: list[Tensor] | None = None,
-        kv: tuple[Tensor, Tensor] | None = None,
+        films: list[Tensor] | None = None,
+        prompt: tuple[Tensor, ...] | None = None,
+        copies: int = 1,
     ) -> Tensor:
+        """``copies``: ``x`` is one of that many identical batches, which the condition tells apart
+        from the cross-attention on (see :meth:`MotionUNet1D.forward`)."""
         for i, block in enumerate(self.blocks):
-            x = block(x, t_emb, None if time_outs is None else time_outs[i])
-        return self.attention(x, cond, cond_mask, kv)
+            x = block(x, t_emb, None if films is None else films[i])
+        if copies > 1:
+            x = x.repeat(copies, 1, 1)
+        return self.attention(x, cond, cond_mask, prompt)
 
 
 @dataclass
 class SamplingCache:
     """What a forward pass computes from the diffusion step alone or from the condition alone, made
-    once for a whole sampling loop by :meth:`MotionUNet1D.precompute` (about a quarter of the
-    kernels of a step of the small default model, which a GPU runs in microseconds each)."""
+    once for a whole sampling loop by :meth:`MotionUNet1D.precompute`: each would otherwise be a
+    small operation at every step, which a GPU runs in microseconds each but launches one by one."""
 
     time_table: Tensor
-    """``(S, W)``: per sampling step, every ResBlock's scale and shift and the input skip's scale."""
+    """``(S, W)``: per sampling step, every ResBlock's gain and shift and the input skip's scale."""
     widths: list[int]
     """How ``time_table``'s columns split into those parts (in forward order)."""
-    kv: list[tuple[Tensor, Tensor]]
-    """Per stage (down stages, then up stages): the condition's keys and values."""
+    prompt: list[tuple[Tensor, ...]]
+    """Per stage (down stages, then up stages): its cross-attention's
+    :meth:`CrossAttention1D.prompt_tensors`."""
     cond_mask: Tensor | None
     cond_bias: Tensor | None = None
     """``(B, c_1)``: the pooled condition's bias of the first stage (``cond_pooled`` models)."""
@@ -302,31 +351,40 @@ class MotionUNet1D(nn.Module):
         known_mask: Tensor | None = None,
         cache: SamplingCache | None = None,
         step: Tensor | None = None,
+        copies: int = 1,
     ) -> Tensor:
         """``cache`` (from :meth:`precompute`) with ``step`` ``(1,)``, the row of the sampling step in
-        it, replaces ``t`` and the condition."""
+        it, replaces ``t`` and the condition.
+
+        ``copies`` (with ``cache`` only): the output is for ``copies`` batches of the same ``x`` and
+        step, each with its rows of the cached condition (classifier-free guidance's conditional
+        and null passes). Everything before the first cross-attention depends on neither, so it
+        runs once: the input convolution, the first stage's ResBlocks and the input skip, 9 % of a
+        guided step's FLOPs for the packaged model (bench/roofline.py)."""
         b, _, length = x.shape
         if length % self.length_multiple:
             raise MofusionError(
                 f"sequence length {length} is not a multiple of {self.length_multiple} (pad it first)"
             )
+        if copies > 1 and cache is None:
+            raise MofusionError("copies of the input need a sampling cache (precompute)")
         stages = [*self.down, *self.up]
         if cache is not None and step is not None:
             parts = list(torch.index_select(cache.time_table, 0, step).split(cache.widths, dim=1))
             skip_scale = parts.pop()
             t_emb, cond, cond_mask = None, None, cache.cond_mask
             cond_bias = cache.cond_bias
-            kv: list[tuple[Tensor, Tensor] | None] = list(cache.kv)
-            time_outs: list[list[Tensor] | None] = []
+            prompt: list[tuple[Tensor, ...] | None] = list(cache.prompt)
+            films: list[list[Tensor] | None] = []
             for stage in stages:
-                time_outs.append(parts[: len(stage.blocks)])
+                films.append(parts[: len(stage.blocks)])
                 parts = parts[len(stage.blocks) :]
         else:
             cond, cond_mask = self._condition(b, cond, cond_mask, drop_cond, x.dtype)
             t_emb = self.time_mlp(timestep_embedding(t, self.config.channels[0]).to(x.dtype))
             skip_scale = self.input_skip_scale(t_emb)
-            kv = [None] * len(stages)
-            time_outs = [None] * len(stages)
+            prompt = [None] * len(stages)
+            films = [None] * len(stages)
             cond_bias = self.condition_bias(cond, cond_mask)
         if self.config.mask_conditioning:
             if known_mask is None or known is None:
@@ -342,19 +400,24 @@ class MotionUNet1D(nn.Module):
                     "this model was not trained to take known frames as input; use --method replace"
                 )
             h = self.input(x)
-        if cond_bias is not None:
-            h = h + cond_bias[:, :, None].to(h.dtype)
+        if cond_bias is not None:  # the condition acts from here on
+            h = (h.repeat(copies, 1, 1) if copies > 1 else h) + cond_bias[:, :, None].to(h.dtype)
+            copies_left = 1
+        else:
+            copies_left = copies
         skips = []
         for i, stage in enumerate(self.down):
-            h = stage(h, t_emb, cond, cond_mask, time_outs[i], kv[i])
+            h = stage(h, t_emb, cond, cond_mask, films[i], prompt[i], copies_left if i == 0 else 1)
             if i < len(self.downsample):
                 skips.append(h)
                 h = self.downsample[i](h)
         for j, (upsample, stage) in enumerate(zip(self.upsample, self.up, strict=True)):
             h = upsample(F.interpolate(h, scale_factor=2.0, mode="nearest"))
             k = len(self.down) + j
-            h = stage(torch.cat((h, skips.pop()), dim=1), t_emb, cond, cond_mask, time_outs[k], kv[k])
-        return self.output(h) + skip_scale[:, :, None] * self.input_skip(x)
+            h = stage(torch.cat((h, skips.pop()), dim=1), t_emb, cond, cond_mask, films[k], prompt[k])
+        out = self.output(h)
+        out = torch.addcmul(out.view(copies, b, *out.shape[1:]), skip_scale[:, :, None], self.input_skip(x))
+        return out.view(copies * b, *out.shape[2:])
 
     def precompute(
         self, t: Tensor, cond: Tensor | None, cond_mask: Tensor | None, batch: int
@@ -364,13 +427,13 @@ class MotionUNet1D(nn.Module):
         rows are already replaced (see :meth:`prepare_condition`)."""
         t_emb = self.time_mlp(timestep_embedding(t, self.config.channels[0]))
         stages = [*self.down, *self.up]
-        outs = [block.time(t_emb) for stage in stages for block in stage.blocks]
+        outs = [block.film(t_emb) for stage in stages for block in stage.blocks]
         outs.append(self.input_skip_scale(t_emb))
         if cond is None:
             cond, cond_mask = self.null_condition(batch), None
-        kv = self.condition_keys_values(cond)
+        prompt = self.condition_prompt(cond, cond_mask)
         bias = self.condition_bias(cond, cond_mask)
-        return SamplingCache(torch.cat(outs, dim=1), [o.shape[1] for o in outs], kv, cond_mask, bias)
+        return SamplingCache(torch.cat(outs, dim=1), [o.shape[1] for o in outs], prompt, cond_mask, bias)
 
     def condition_bias(self, cond: Tensor, cond_mask: Tensor | None) -> Tensor | None:
         """The first stage's bias from the mean of the (prepared) condition tokens, ``(B, c_1)``;
@@ -384,10 +447,10 @@ class MotionUNet1D(nn.Module):
             pooled = (cond * weights).sum(1) / weights.sum(1).clamp_min(1.0)
         return self.cond_pool(pooled)
 
-    def condition_keys_values(self, cond: Tensor) -> list[tuple[Tensor, Tensor]]:
-        """Every stage's keys and values of ``cond`` (down stages, then up): the part of
-        :meth:`precompute` that changes with the prompt."""
-        return [stage.attention.keys_values(cond) for stage in [*self.down, *self.up]]
+    def condition_prompt(self, cond: Tensor, cond_mask: Tensor | None) -> list[tuple[Tensor, ...]]:
+        """Every stage's :meth:`CrossAttention1D.prompt_tensors` of ``cond`` (down stages, then up):
+        the part of :meth:`precompute` that changes with the prompt."""
+        return [stage.attention.prompt_tensors(cond, cond_mask) for stage in [*self.down, *self.up]]
 
     def prepare_condition(
         self, cond: Tensor, cond_mask: Tensor | None, drop: Tensor | None
@@ -395,7 +458,7 @@ class MotionUNet1D(nn.Module):
         """The condition encoded (music) and with dropped rows already replaced by the null tokens:
         what ``forward`` builds from ``cond`` and ``drop_cond`` at every call, built once for a
         whole sampling loop (and without the host synchronisation that a CUDA graph cannot hold).
-        :meth:`precompute` and :meth:`condition_keys_values` take a condition prepared this way."""
+        :meth:`precompute` and :meth:`condition_prompt` take a condition prepared this way."""
         return self._condition(cond.shape[0], cond, cond_mask, drop, cond.dtype)
 
     def _condition(

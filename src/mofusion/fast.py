@@ -2,11 +2,14 @@
 CUDA graph where they pay.
 
 A sampling loop of a small denoiser on a GPU is bound by kernel launches, not arithmetic: one step
-of the default U-Net is ~150 small kernels, and launching them from Python costs more than running
-them. :class:`StepRunner` therefore builds one step (guidance, the model, the sampler's update) as a
-function of static buffers, optionally compiles it (fewer, fused kernels) and captures it in a CUDA
-graph (one launch per step). The per-step values (diffusion step, the sampler's coefficients) are
-looked up on the device from a step index, so one graph serves every step.
+of the default U-Net is about a hundred small operations, and launching them from Python costs more
+than running them. :class:`StepRunner` therefore builds one step (guidance, the model, the sampler's
+update) as a function of static buffers, with what depends on the step alone or the prompt alone
+tabulated beforehand and the sampler's arithmetic folded into two linear maps (90 ATen operations
+per guided float32 step of the packaged model, 154 before; bench/ab_revisions.py), optionally
+compiles it (fewer, fused kernels) and captures it in a CUDA graph (one launch per step). The
+per-step values (diffusion step, the sampler's coefficients) are looked up on the device from a
+step index, so one graph serves every step.
 
 The noise is drawn from the caller's generator in the same order as :func:`mofusion.diffusion.
 sample_loop` draws it, so that the accelerated loop in float32 gives the eager loop's samples (up to
@@ -17,33 +20,39 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import nullcontext
+from copy import deepcopy
 from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from .diffusion import Sampler, StepOutput, split_output
+from .diffusion import Sampler, StepCoefficients, StepOutput
 from .errors import MofusionError
 
 
 @dataclass(frozen=True)
 class Acceleration:
-    """How to run the sampling loop. ``bf16``: autocast the denoiser to bfloat16; ``compile``:
-    torch.compile the step (slow to start: tens of seconds, once per shape); ``cuda_graph``: capture
-    the step in a CUDA graph (GPU only)."""
+    """How to run the sampling loop. ``runner``: the :class:`StepRunner`'s step in float32 (step
+    and prompt tables built once, the sampler's arithmetic folded), nothing else; ``bf16``: autocast
+    the denoiser to bfloat16; ``compile``: torch.compile the step (slow to start: tens of seconds,
+    once per shape); ``cuda_graph``: capture the step in a CUDA graph (GPU only). Each of the last
+    three runs the step runner too; none of them (``none``) runs the plain loop of
+    :func:`mofusion.diffusion.sample_loop`."""
 
+    runner: bool = False
     bf16: bool = False
     compile: bool = False
     cuda_graph: bool = False
     bf16_min_batch: int = 1
     """bf16 only from this batch on: below it the casts cost more than they save (a CUDA graph of
     the default model at batch 1 runs 40 ms in float32 and 47 ms in bf16, at batch 1024 555 against
-    616 samples/s; bench/results/sample-cuda.json)."""
+    616 samples/s; bench/results/sample-cuda.json). Measured while every step cast every weight
+    again, which :func:`bf16_weights` has removed since."""
 
     @property
     def any(self) -> bool:
-        return self.bf16 or self.compile or self.cuda_graph
+        return self.runner or self.bf16 or self.compile or self.cuda_graph
 
     def for_batch(self, batch: int) -> Acceleration:
         """The settings for one batch size (bf16 resolved against :attr:`bf16_min_batch`)."""
@@ -52,28 +61,44 @@ class Acceleration:
     @classmethod
     def parse(cls, text: str, device: torch.device) -> Acceleration:
         """``auto`` (the measured best for the device, see bench/sample.py), ``none``, or a
-        ``+``-joined list of ``bf16``, ``compile``, ``graph``."""
+        ``+``-joined list of ``runner``, ``bf16``, ``compile``, ``graph``."""
         text = text.strip().lower()
         if text == "auto":
             return cls.default_for(device)
         if text in ("none", "", "eager"):
             return cls()
         parts = set(text.split("+"))
-        unknown = parts - {"bf16", "compile", "graph"}
+        unknown = parts - {"runner", "bf16", "compile", "graph"}
         if unknown:
-            raise MofusionError(f"unknown acceleration {', '.join(sorted(unknown))} (bf16, compile, graph)")
+            raise MofusionError(
+                f"unknown acceleration {', '.join(sorted(unknown))} (runner, bf16, compile, graph)"
+            )
         if "graph" in parts and device.type != "cuda":
             raise MofusionError("CUDA graphs need a CUDA device")
-        return cls(bf16="bf16" in parts, compile="compile" in parts, cuda_graph="graph" in parts)
+        return cls(runner=True, bf16="bf16" in parts, compile="compile" in parts, cuda_graph="graph" in parts)
 
     @classmethod
     def default_for(cls, device: torch.device) -> Acceleration:
         """On a GPU: a CUDA graph, with bf16 from batch 64 on (measured crossover), no compile (it
         takes 5-15 s per shape, more than a single generation saves; ask for it in a long-running
-        process); on a CPU: the plain float32 step (bf16 there was 18x slower, measured)."""
+        process); on a CPU: the step runner in float32 (bf16 there was 18x slower; the runner
+        0.74 x the plain loop's time for a 10-s motion, bench/results/ab-sampling-cpu.json)."""
         if device.type == "cuda":
-            return cls(bf16=True, cuda_graph=True, bf16_min_batch=64)
-        return cls()
+            return cls(runner=True, bf16=True, cuda_graph=True, bf16_min_batch=64)
+        return cls(runner=True)
+
+
+def bf16_weights(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose convolutions and linear maps hold bfloat16 weights (normalisations
+    keep theirs). A CUDA graph needs autocast without its cast cache, so under autocast alone every
+    step casts every weight again: two operations per convolution, 42 of a guided step's 134 for
+    the packaged model. Autocast casts a weight by rounding it to bfloat16, as here, so the step
+    computes the same values. The copy is made when a runner is built, as its step tables are."""
+    copy = deepcopy(model)
+    for module in copy.modules():
+        if isinstance(module, (nn.Conv1d, nn.Linear)):
+            module.to(torch.bfloat16)
+    return copy
 
 
 class StepRunner:
@@ -107,16 +132,20 @@ class StepRunner:
         self.shape = shape
         b = shape[0]
         steps = len(sampler.timesteps)
-        self.coefficients = torch.tensor(
-            [sampler.coefficients(i).as_tuple() for i in range(steps)], dtype=torch.float32, device=device
-        )
-        self.sigmas = [sampler.coefficients(i).sigma for i in range(steps)]
-        self.t_table = torch.as_tensor(sampler.timesteps.copy(), dtype=torch.long, device=device)
-        clip = sampler.clip
-        self.bound = None if clip is None else clip.to(device, torch.float32).reshape(1, -1, 1)
         guided = cond is not None and guidance_scale != 1.0
         self.copies = 2 if guided else 1
         self.scale = float(guidance_scale)
+        self.coefficients = torch.tensor(
+            [self._linear_step(sampler.coefficients(i)) for i in range(steps)],
+            dtype=torch.float32,
+            device=device,
+        )
+        self.sigmas = [sampler.coefficients(i).sigma for i in range(steps)]
+        self.stochastic = any(sigma > 0 for sigma in self.sigmas)
+        self.t_table = torch.as_tensor(sampler.timesteps.copy(), dtype=torch.long, device=device)
+        clip = sampler.clip
+        self.bound = None if clip is None else clip.to(device, torch.float32).reshape(1, -1, 1)
+        self.lower = None if self.bound is None else -self.bound
         self.has_mask = cond_mask is not None
         self.given_shape = None if cond is None else tuple(cond.shape[1:])
         if cond is not None:
@@ -141,13 +170,19 @@ class StepRunner:
             self.prepared = True
         else:
             self.prepared = False
-        self.cond, self.cond_mask = cond, cond_mask
+        # buffers of the runner's own: set_condition writes into them, so they must neither be the
+        # caller's tensors nor broadcast views (an expanded prompt)
+        self.cond = None if cond is None else cond.clone(memory_format=torch.contiguous_format)
+        self.cond_mask = None if cond_mask is None else cond_mask.clone(memory_format=torch.contiguous_format)
         self.step_index = torch.zeros(1, dtype=torch.long, device=device)
         # static buffers: the graph reads and writes these and nothing else
         self.x = torch.zeros(shape, device=device)
         self.noise = torch.zeros(shape, device=device)
         self.x0 = torch.zeros(shape, device=device)
-        self.model = model
+        # the condition is prepared (encoded) in float32, as the eager loop does, by the model as given
+        self.prepare = prepare
+        self.model = bf16_weights(model) if acceleration.bf16 else model
+        model = self.model
         # the step-only and condition-only parts of the model (step embeddings, keys and values of
         # the condition), once for the whole loop instead of at every step
         self.cache = None
@@ -168,26 +203,58 @@ class StepRunner:
             return torch.autocast(device_type=self.x.device.type, dtype=torch.bfloat16, cache_enabled=False)
         return nullcontext()
 
+    def _linear_step(self, c: StepCoefficients) -> tuple[float, ...]:
+        """One step's arithmetic as two linear maps (see :meth:`_step`), in float64 before rounding.
+
+        The sampler's step (:class:`StepCoefficients`) is linear in x_t and the network's outputs:
+        ``x_0 = a x_t + b out_cond + c out_null`` (guidance ``out_null + s (out_cond - out_null)``
+        and, for noise prediction, ``(x_t - sqrt(1 - ab) eps) / sqrt(ab)``), then, after clipping,
+        ``eps = (x_t - sqrt(ab) x_0) / sqrt(1 - ab)`` substituted into
+        ``x_s = w_0 x_0 + w_t x_t + w_e eps + sigma z``."""
+        s = self.scale if self.copies == 2 else 1.0
+        if self.sampler.schedule.prediction == "sample":
+            x0_from = (0.0, s, 1.0 - s)
+        else:
+            x0_from = (
+                1.0 / c.sqrt_ab,
+                -c.sqrt_one_minus_ab * s / c.sqrt_ab,
+                -c.sqrt_one_minus_ab * (1.0 - s) / c.sqrt_ab,
+            )
+        prev_from = (
+            c.x0_weight - c.eps_weight * c.sqrt_ab / c.sqrt_one_minus_ab,
+            c.xt_weight + c.eps_weight / c.sqrt_one_minus_ab,
+            c.sigma,
+        )
+        return (*x0_from, *prev_from)
+
     def _step(self) -> tuple[Tensor, Tensor]:
-        """x at the next step and the x_0 estimate, from the static buffers."""
+        """x at the next step and the x_0 estimate, from the static buffers: the model, then seven
+        elementwise operations (guidance, the sampler's update and the clipping folded into two
+        linear maps by :meth:`_linear_step`) where they were nineteen."""
         x = self.x
-        c = torch.index_select(self.coefficients, 0, self.step_index)[0]
-        t = torch.index_select(self.t_table, 0, self.step_index).expand(x.shape[0])
         with self._autocast():
-            both = torch.cat((x, x)) if self.copies == 2 else x
-            if self.cache is not None:
-                out = self.model(both, None, cache=self.cache, step=self.step_index).float()
+            if self.cache is not None:  # the model copies x itself where the condition starts to act
+                out = self.model(x, None, cache=self.cache, step=self.step_index, copies=self.copies)
             else:
-                out = self.model(both, t.repeat(self.copies), self.cond, self.cond_mask, self.drop).float()
-            if self.copies == 2:
-                out_cond, out_null = out.chunk(2)
-                out = out_null + self.scale * (out_cond - out_null)
-        sqrt_ab, sqrt_one_minus_ab = c[0], c[1]
-        x0, eps = split_output(self.sampler.schedule.prediction, out, x, sqrt_ab, sqrt_one_minus_ab)
+                both = torch.cat((x, x)) if self.copies == 2 else x
+                t = torch.index_select(self.t_table, 0, self.step_index).expand(x.shape[0])
+                out = self.model(both, t.repeat(self.copies), self.cond, self.cond_mask, self.drop)
+        c = torch.index_select(self.coefficients, 0, self.step_index)[0]
+        if self.copies == 2:
+            out_cond, out_null = out.chunk(2)
+        else:
+            out_cond, out_null = out, None
+        if self.sampler.schedule.prediction == "sample":
+            x0 = out_cond.float() * c[1]  # a bf16 output times a 0-dim coefficient stays bf16
+        else:
+            x0 = torch.addcmul(x * c[0], out_cond, c[1])
+        if out_null is not None:
+            x0 = torch.addcmul(x0, out_null, c[2])
         if self.bound is not None:
-            x0 = torch.maximum(torch.minimum(x0, self.bound), -self.bound)
-            eps = (x - sqrt_ab * x0) / sqrt_one_minus_ab
-        prev = c[2] * x0 + c[3] * x + c[4] * eps + c[5] * self.noise
+            x0 = torch.clamp(x0, self.lower, self.bound)
+        prev = torch.addcmul(x0 * c[3], x, c[4])
+        if self.stochastic:
+            prev = torch.addcmul(prev, self.noise, c[5])
         return prev, x0
 
     def _run_step(self) -> None:
@@ -225,7 +292,7 @@ class StepRunner:
             if self.copies == 2:
                 drop = torch.arange(cond.shape[0], device=cond.device) >= cond.shape[0] // 2
             with torch.no_grad():
-                cond, prepared_mask = self.model.prepare_condition(cond, cond_mask, drop)  # type: ignore[operator]
+                cond, prepared_mask = self.prepare(cond, cond_mask, drop)  # type: ignore[misc]
             cond_mask = prepared_mask
             if cond_mask is None and self.cond_mask is not None:
                 cond_mask = torch.ones_like(self.cond_mask)
@@ -234,11 +301,11 @@ class StepRunner:
             self.cond_mask.copy_(cond_mask)
         if self.cache is not None:  # the step tables stay; only the prompt's keys and values change
             with torch.no_grad(), self._autocast():
-                fresh = self.model.condition_keys_values(self.cond)  # type: ignore[operator]
+                fresh = self.model.condition_prompt(self.cond, self.cond_mask)  # type: ignore[operator]
                 bias = self.model.condition_bias(self.cond, self.cond_mask)  # type: ignore[operator]
-            for (k, v), (k_new, v_new) in zip(self.cache.kv, fresh, strict=True):
-                k.copy_(k_new)
-                v.copy_(v_new)
+            for held, new in zip(self.cache.prompt, fresh, strict=True):
+                for old, value in zip(held, new, strict=True):
+                    old.copy_(value)
             if self.cache.cond_bias is not None and bias is not None:
                 self.cache.cond_bias.copy_(bias)
 

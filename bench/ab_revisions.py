@@ -1,0 +1,268 @@
+"""Two revisions of the library against each other on this machine, in one process: sampling speed
+of the packaged text model, the operations of one guided step, and whether the motions are the same.
+
+Why: a speed-up of the sampling code is only worth its figures when the old and the new code ran on
+the same machine at the same time. This machine's speed drifts by 25 % within a minute, so the two
+revisions are not run one after the other: ``--base`` (a git revision) is extracted and imported
+as a second package, ``mofusion_base`` (the package imports itself relatively), beside the working
+tree's ``mofusion``, and every timed call of one is followed by the same call of the other, in
+alternating order. On the packaged model at batch 1 of ``--frames`` frames it
+
+- counts the ATen operations of one guided step of each revision's StepRunner, in float32 and
+  under bf16 autocast (bench/roofline.py's trace);
+- times ``MotionPipeline.generate`` with each revision's defaults for this device (prompt encoding
+  and the decoded positions included: the issue's end-to-end figure), the step runner at 50 DDPM
+  steps (the figure that compares with the MDM-sized transformer at equal steps), and a batch of
+  ``--batch`` at the default 20 steps through the step runner (samples per second);
+- compares generate()'s features for seed 0 between the revisions.
+
+Usage: python bench/ab_revisions.py --base 1277d24 [--repeats 15] [--threads 2]
+       [--out bench/results/ab-sampling-cpu.json]
+On a GPU machine (no git there): here ``--base REV --export-base .devcache/base``, carry that
+folder, there ``--base-tree .devcache/base --device cuda --text-encoder .devcache/minilm-trimmed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from io import BytesIO
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from roofline import FEATURES, GUIDANCE, PROMPT_TOKENS, OpTrace  # noqa: E402
+from sample import PROMPT  # noqa: E402
+
+from mofusion._io import atomic_write_json  # noqa: E402
+
+BASE_PACKAGE = "mofusion_base"
+
+
+def extract_package(revision: str, into: Path) -> None:
+    """``src/mofusion`` of ``revision`` as the package :data:`BASE_PACKAGE` under ``into``: tracked
+    files, without the packaged weights (both revisions load the working tree's, so the folder is
+    small enough to carry to a GPU machine, which has no git history)."""
+    data = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", revision, "src/mofusion"], check=True, capture_output=True
+    ).stdout
+    unpacked = into / "unpacked"
+    with tarfile.open(fileobj=BytesIO(data)) as archive:
+        archive.extractall(unpacked, filter="data")
+    shutil.rmtree(unpacked / "src" / "mofusion" / "pretrained")
+    shutil.move(unpacked / "src" / "mofusion", into / BASE_PACKAGE)
+    shutil.rmtree(unpacked)
+    (into / "REVISION").write_text(revision + "\n")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+class Revision:
+    """One revision's packaged pipeline and the calls that are timed."""
+
+    def __init__(self, package: ModuleType, args: argparse.Namespace, checkpoint: Path) -> None:
+        self.package = package
+        self.frames = args.frames
+        self.device = torch.device(args.device)
+        pipeline = importlib.import_module(f"{package.__name__}.pipeline")
+        self.fast = importlib.import_module(f"{package.__name__}.fast")
+        self.diffusion = importlib.import_module(f"{package.__name__}.diffusion")
+        self.pipe = pipeline.MotionPipeline.from_checkpoint(checkpoint, args.device, "auto")
+        if args.text_encoder:  # a copy of the encoder carried to a machine without the package's
+            self.pipe.config = self.pipe.config.updated({"condition": {"text_encoder": args.text_encoder}})
+        self.runners: dict[tuple[int, int], Any] = {}
+
+    def ops_per_step(self, bf16: bool) -> int:
+        """ATen operations of one guided step at batch 1 on the CPU (random tokens of the prompt's
+        shape; the CPU's autocast, which keeps normalisations in bf16)."""
+        pipe = self.pipe
+        clip = pipe.normalizer.bound if pipe.config.sample.clip_x0 else None
+        schedule = self.diffusion.NoiseSchedule(pipe.config.diffusion, "cpu")
+        sampler = self.diffusion.make_sampler(schedule, "ddpm", 50, 0.0, clip)
+        generator = torch.Generator().manual_seed(0)
+        cond = 0.5 * torch.randn(1, PROMPT_TOKENS, pipe.config.denoiser.cond_dim, generator=generator)
+        mask = torch.ones(1, PROMPT_TOKENS, dtype=torch.bool)
+        shape = (1, FEATURES, self.frames)
+        acceleration = self.fast.Acceleration(bf16=bf16)
+        model = copy.deepcopy(pipe.model).cpu()
+        runner = self.fast.StepRunner(model, sampler, shape, cond, mask, GUIDANCE, acceleration)
+        runner.x.copy_(torch.randn(shape, generator=generator))
+        runner.step_index.fill_(25)
+        trace = OpTrace()
+        with torch.no_grad(), trace:
+            runner._run_step()
+        return len(trace.ops)
+
+    def generate(self) -> torch.Tensor:
+        cond, mask = self.pipe.text_condition([PROMPT])
+        return self.pipe.generate(1, self.frames, seed=0, cond=cond, cond_mask=mask).features
+
+    def run_steps(self, batch: int, steps: int) -> torch.Tensor:
+        """The step runner with the library's acceleration for the device and batch (a CPU: float32;
+        a GPU: a CUDA graph, bf16 from batch 64), built once per shape as the library keeps it."""
+        pipe = self.pipe
+        cond, mask = pipe.text_condition([PROMPT] * batch)
+        runner = self.runners.get((batch, steps))
+        if runner is None:
+            clip = pipe.normalizer.bound if pipe.config.sample.clip_x0 else None
+            sampler = self.diffusion.make_sampler(pipe.schedule, "ddpm", steps, 0.0, clip)
+            shape = (batch, FEATURES, self.frames)
+            acceleration = pipe.acceleration.for_batch(batch)
+            scale = pipe.config.sample.guidance_scale
+            runner = self.fast.StepRunner(pipe.model, sampler, shape, cond, mask, scale, acceleration)
+            self.runners[(batch, steps)] = runner
+        runner.set_condition(cond, mask)
+        out = runner.run(self.diffusion.make_generator(0, self.device))
+        sync(self.device)
+        return out
+
+
+def alternate(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each, after one warm-up call each, the order alternating every round."""
+    for call in calls.values():
+        call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
+    for round_ in range(repeats):
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            calls[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--base", help="the git revision to compare the working tree with")
+    parser.add_argument("--base-tree", help="a folder written by --export-base (instead of --base)")
+    parser.add_argument("--export-base", metavar="DIR", help="write --base's package to DIR and stop")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--text-encoder", help="the text encoder's folder (default: the package's)")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--out", default="bench/results/ab-sampling-cpu.json")
+    args = parser.parse_args()
+    if args.export_base:
+        if not args.base:
+            parser.error("--export-base needs --base")
+        extract_package(args.base, Path(args.export_base))
+        print(f"{args.base}'s package written to {args.export_base}/{BASE_PACKAGE}")
+        return 0
+    if bool(args.base) == bool(args.base_tree):
+        parser.error("give one of --base and --base-tree")
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.base_tree:
+            tree = Path(args.base_tree).resolve()
+            args.base = (tree / "REVISION").read_text().strip()
+        else:
+            tree = Path(tmp)
+            extract_package(args.base, tree)
+        sys.path.insert(0, str(tree))
+        import mofusion
+        from mofusion.checkpoint import default_checkpoint
+
+        checkpoint = default_checkpoint()  # both revisions read the same files
+        revisions = {
+            "base": Revision(importlib.import_module(BASE_PACKAGE), args, checkpoint),
+            "head": Revision(mofusion, args, checkpoint),
+        }
+        if Path(mofusion.__file__).parent != ROOT / "src" / "mofusion":
+            raise RuntimeError(f"mofusion is imported from {mofusion.__file__}, not this working tree")
+        ops = {
+            name: {"float32": rev.ops_per_step(False), "bf16": rev.ops_per_step(True)}
+            for name, rev in revisions.items()
+        }
+        print(f"ATen operations per guided step: {ops}", flush=True)
+        features = {name: rev.generate() for name, rev in revisions.items()}
+        timings: dict[str, dict[str, list[float]]] = {name: {} for name in revisions}
+        figures = {
+            "generate_ms": (lambda rev: rev.generate, args.repeats),
+            "runner_ddpm50_ms": (lambda rev: lambda: rev.run_steps(1, 50), max(3, args.repeats // 3)),
+            f"batch{args.batch}_ddpm20_s": (
+                lambda rev: lambda: rev.run_steps(args.batch, 20),
+                max(3, args.repeats // 5),
+            ),
+        }
+        for key, (make, repeats) in figures.items():
+            times = alternate({name: make(rev) for name, rev in revisions.items()}, repeats)
+            for name in revisions:
+                timings[name][key] = times[name]
+            medians = {name: round(1000 * statistics.median(t), 1) for name, t in times.items()}
+            print(f"{key}: median ms {medians}", flush=True)
+    summary: dict[str, Any] = {}
+    for name in revisions:
+        summary[name] = {"ops_per_guided_step": ops[name]}
+        for key, times in timings[name].items():
+            if key.endswith("_s") and key.startswith("batch"):
+                summary[name][f"batch{args.batch}_ddpm20_samples_per_s"] = round(
+                    args.batch / statistics.median(times), 2
+                )
+            else:
+                summary[name][key] = round(1000 * statistics.median(times), 1)
+    ratios = {
+        key: round(summary["head"][key] / summary["base"][key], 3)
+        for key in summary["base"]
+        if key != "ops_per_guided_step"
+    }
+    difference = float((features["head"] - features["base"]).abs().max())
+    scale = float(features["base"].abs().max())
+    try:  # a GPU machine's copy of the tree has no git history
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    result = {
+        "what": "the working tree against --base in one process, timed calls alternating",
+        "base": args.base,
+        "head": (commit or "the copied tree") + " + working tree",
+        "machine": {
+            "platform": platform.platform(),
+            "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+            "threads": args.threads,
+            "torch": torch.__version__,
+        },
+        "frames": args.frames,
+        "summary": summary,
+        "head_over_base": ratios,
+        "generate_features_max_abs_difference": difference,
+        "generate_features_max_abs": scale,
+        "times_ms": {
+            name: {key: [round(1000 * t, 1) for t in times] for key, times in timings[name].items()}
+            for name in revisions
+        },
+        "elapsed_s": round(time.perf_counter() - started, 1),
+    }
+    atomic_write_json(ROOT / args.out, result)
+    for name in revisions:
+        print(f"{name}: {summary[name]}")
+    print(f"head / base: {ratios}")
+    print(f"generate() features, seed 0: max |head - base| = {difference:.3g} (max |base| {scale:.3g})")
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
