@@ -313,9 +313,13 @@ class MotionPipeline:
         )
         runner = self._runners.get(key)
         if runner is None:
-            if len(self._runners) >= 32:  # each holds its own buffers (and graph): keep some
-                self._runners.pop(next(iter(self._runners)))
             acceleration = self.acceleration.for_batch(shape[0])
+            # each holds its own buffers and prompt tensors (about 100 MB at batch 128): keep many
+            # only where building one is slow (a graph to capture, a step to compile); otherwise it
+            # takes milliseconds
+            keep = 32 if acceleration.cuda_graph or acceleration.compile else 4
+            while len(self._runners) >= keep:
+                self._runners.pop(next(iter(self._runners)))
             runner = StepRunner(self.model, sampler, shape, cond, cond_mask, scale, acceleration)
             self._runners[key] = runner
         runner.set_condition(cond, cond_mask)
