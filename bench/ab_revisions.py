@@ -46,8 +46,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from roofline import FEATURES, GUIDANCE, PROMPT_TOKENS, OpTrace  # noqa: E402
-from sample import PROMPT  # noqa: E402
+from roofline import FEATURES, trace_step  # noqa: E402
+from sample import PROMPT, sync  # noqa: E402
 
 from mofusion._io import atomic_write_json  # noqa: E402
 
@@ -70,11 +70,6 @@ def extract_package(revision: str, into: Path) -> None:
     (into / "REVISION").write_text(revision + "\n")
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 class Revision:
     """One revision's packaged pipeline and the calls that are timed."""
 
@@ -83,53 +78,30 @@ class Revision:
         self.frames = args.frames
         self.device = torch.device(args.device)
         pipeline = importlib.import_module(f"{package.__name__}.pipeline")
-        self.fast = importlib.import_module(f"{package.__name__}.fast")
         self.diffusion = importlib.import_module(f"{package.__name__}.diffusion")
         self.pipe = pipeline.MotionPipeline.from_checkpoint(checkpoint, args.device, "auto")
         if args.text_encoder:  # a copy of the encoder carried to a machine without the package's
             self.pipe.config = self.pipe.config.updated({"condition": {"text_encoder": args.text_encoder}})
-        self.runners: dict[tuple[int, int], Any] = {}
 
     def ops_per_step(self, bf16: bool) -> int:
         """ATen operations of one guided step at batch 1 on the CPU (random tokens of the prompt's
         shape; the CPU's autocast, which keeps normalisations in bf16)."""
-        pipe = self.pipe
-        clip = pipe.normalizer.bound if pipe.config.sample.clip_x0 else None
-        schedule = self.diffusion.NoiseSchedule(pipe.config.diffusion, "cpu")
-        sampler = self.diffusion.make_sampler(schedule, "ddpm", 50, 0.0, clip)
-        generator = torch.Generator().manual_seed(0)
-        cond = 0.5 * torch.randn(1, PROMPT_TOKENS, pipe.config.denoiser.cond_dim, generator=generator)
-        mask = torch.ones(1, PROMPT_TOKENS, dtype=torch.bool)
-        shape = (1, FEATURES, self.frames)
-        acceleration = self.fast.Acceleration(bf16=bf16)
-        model = copy.deepcopy(pipe.model).cpu()
-        runner = self.fast.StepRunner(model, sampler, shape, cond, mask, GUIDANCE, acceleration)
-        runner.x.copy_(torch.randn(shape, generator=generator))
-        runner.step_index.fill_(25)
-        trace = OpTrace()
-        with torch.no_grad(), trace:
-            runner._run_step()
-        return len(trace.ops)
+        model = copy.deepcopy(self.pipe.model).cpu()
+        return len(trace_step(model, self.pipe, 1, self.frames, bf16, self.package.__name__))
 
     def generate(self) -> torch.Tensor:
         cond, mask = self.pipe.text_condition([PROMPT])
         return self.pipe.generate(1, self.frames, seed=0, cond=cond, cond_mask=mask).features
 
     def run_steps(self, batch: int, steps: int) -> torch.Tensor:
-        """The step runner with the library's acceleration for the device and batch (a CPU: float32;
-        a GPU: a CUDA graph, bf16 from batch 64), built once per shape as the library keeps it."""
+        """The step runner as ``generate()`` builds and keeps it, with the library's acceleration for
+        the device and batch (a CPU: float32; a GPU: a CUDA graph, bf16 from batch 64)."""
         pipe = self.pipe
         cond, mask = pipe.text_condition([PROMPT] * batch)
-        runner = self.runners.get((batch, steps))
-        if runner is None:
-            clip = pipe.normalizer.bound if pipe.config.sample.clip_x0 else None
-            sampler = self.diffusion.make_sampler(pipe.schedule, "ddpm", steps, 0.0, clip)
-            shape = (batch, FEATURES, self.frames)
-            acceleration = pipe.acceleration.for_batch(batch)
-            scale = pipe.config.sample.guidance_scale
-            runner = self.fast.StepRunner(pipe.model, sampler, shape, cond, mask, scale, acceleration)
-            self.runners[(batch, steps)] = runner
-        runner.set_condition(cond, mask)
+        clip = pipe.normalizer.bound if pipe.config.sample.clip_x0 else None
+        sampler = self.diffusion.make_sampler(pipe.schedule, "ddpm", steps, 0.0, clip)
+        shape = (batch, FEATURES, self.frames)
+        runner = pipe._runner(sampler, shape, cond, mask, pipe.config.sample.guidance_scale)
         out = runner.run(self.diffusion.make_generator(0, self.device))
         sync(self.device)
         return out
@@ -200,7 +172,7 @@ def main() -> int:
         figures = {
             "generate_ms": (lambda rev: rev.generate, args.repeats),
             "runner_ddpm50_ms": (lambda rev: lambda: rev.run_steps(1, 50), max(3, args.repeats // 3)),
-            f"batch{args.batch}_ddpm20_s": (
+            f"batch{args.batch}_ddpm20_ms": (
                 lambda rev: lambda: rev.run_steps(args.batch, 20),
                 max(3, args.repeats // 5),
             ),
@@ -215,10 +187,9 @@ def main() -> int:
     for name in revisions:
         summary[name] = {"ops_per_guided_step": ops[name]}
         for key, times in timings[name].items():
-            if key.endswith("_s") and key.startswith("batch"):
-                summary[name][f"batch{args.batch}_ddpm20_samples_per_s"] = round(
-                    args.batch / statistics.median(times), 2
-                )
+            if key.startswith("batch"):  # a batch's time, reported as throughput
+                throughput = args.batch / statistics.median(times)
+                summary[name][key.replace("_ms", "_samples_per_s")] = round(throughput, 2)
             else:
                 summary[name][key] = round(1000 * statistics.median(times), 1)
     ratios = {

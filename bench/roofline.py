@@ -38,6 +38,7 @@ Usage: python bench/roofline.py [--batch 1024] [--peak-tflops 744] [--bandwidth-
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from dataclasses import asdict, dataclass
@@ -57,8 +58,7 @@ from mofusion._io import atomic_write_json  # noqa: E402
 from mofusion.checkpoint import default_checkpoint  # noqa: E402
 from mofusion.config import DenoiserConfig  # noqa: E402
 from mofusion.denoiser import MotionUNet1D  # noqa: E402
-from mofusion.diffusion import NoiseSchedule, make_sampler  # noqa: E402
-from mofusion.fast import Acceleration, StepRunner  # noqa: E402
+from mofusion.fast import StepRunner  # noqa: E402
 from mofusion.pipeline import MotionPipeline  # noqa: E402
 
 PROMPT_TOKENS = 12
@@ -151,28 +151,39 @@ def step_runner(
     frames: int,
     device: torch.device | str = "cpu",
     bf16: bool = True,
+    package: str = "mofusion",
 ) -> StepRunner:
     """The library's runner of one guided DDPM step of ``model`` at ``batch`` (the step and
     condition tables built beforehand, as the library samples), on random condition tokens of the
-    prompt's shape, set at a middle step."""
+    prompt's shape, set at a middle step. ``package``: whose sampler and runner (bench/ab_revisions.py
+    imports an older revision beside the working tree's ``mofusion``)."""
+    diffusion = importlib.import_module(f"{package}.diffusion")
+    fast = importlib.import_module(f"{package}.fast")
     clip = pipe.normalizer.bound if pipe.config.sample.clip_x0 else None
-    schedule = NoiseSchedule(pipe.config.diffusion, device)  # the runner works on its device
-    sampler = make_sampler(schedule, "ddpm", 50, 0.0, clip)
+    schedule = diffusion.NoiseSchedule(pipe.config.diffusion, device)  # the runner works on its device
+    sampler = diffusion.make_sampler(schedule, "ddpm", 50, 0.0, clip)
     generator = torch.Generator().manual_seed(0)
     cond = 0.5 * torch.randn(batch, PROMPT_TOKENS, pipe.config.denoiser.cond_dim, generator=generator)
     mask = torch.ones(batch, PROMPT_TOKENS, dtype=torch.bool)
     shape = (batch, FEATURES, frames)
-    runner = StepRunner(
-        model, sampler, shape, cond.to(device), mask.to(device), GUIDANCE, Acceleration(bf16=bf16)
-    )
+    acceleration = fast.Acceleration(bf16=bf16)
+    runner = fast.StepRunner(model, sampler, shape, cond.to(device), mask.to(device), GUIDANCE, acceleration)
     runner.x.copy_(torch.randn(shape, generator=generator))
     runner.step_index.fill_(25)
     return runner
 
 
-def trace_step(model: torch.nn.Module, pipe: MotionPipeline, batch: int, frames: int) -> list[Op]:
-    """The operations of one guided bf16 step of ``model`` at ``batch`` (see :func:`step_runner`)."""
-    runner = step_runner(model, pipe, batch, frames)
+def trace_step(
+    model: torch.nn.Module,
+    pipe: MotionPipeline,
+    batch: int,
+    frames: int,
+    bf16: bool = True,
+    package: str = "mofusion",
+) -> list[Op]:
+    """The operations of one guided step of ``model`` at ``batch``, on the CPU (see
+    :func:`step_runner`)."""
+    runner = step_runner(model, pipe, batch, frames, "cpu", bf16, package)
     trace = OpTrace()
     with torch.no_grad(), trace:
         runner._run_step()

@@ -91,7 +91,8 @@ def split_output(
 ) -> tuple[Tensor, Tensor]:
     """``(x_0, eps)`` that a network ``output`` stands for at a step with these coefficients: the
     output is one of the two (``prediction``), the other follows from ``x_t`` (Ho et al. eq. 15).
-    One sampling step's arithmetic, shared by the eager samplers and the captured step runner."""
+    The eager samplers' arithmetic; the step runner folds the same maps into per-step tables
+    (:meth:`mofusion.fast.StepRunner._linear_step`)."""
     if prediction == "sample":
         return output, (x_t - sqrt_ab * output) / sqrt_one_minus_ab
     return (x_t - sqrt_one_minus_ab * output) / sqrt_ab, output
@@ -140,16 +141,6 @@ class StepCoefficients:
     xt_weight: float
     eps_weight: float
     sigma: float
-
-    def as_tuple(self) -> tuple[float, ...]:
-        return (
-            self.sqrt_ab,
-            self.sqrt_one_minus_ab,
-            self.x0_weight,
-            self.xt_weight,
-            self.eps_weight,
-            self.sigma,
-        )
 
 
 class _Sampler:

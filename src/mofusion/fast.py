@@ -82,7 +82,7 @@ class Acceleration:
         """On a GPU: a CUDA graph, with bf16 from batch 64 on (measured crossover), no compile (it
         takes 5-15 s per shape, more than a single generation saves; ask for it in a long-running
         process); on a CPU: the step runner in float32 (bf16 there was 18x slower; the runner
-        0.74 x the plain loop's time for a 10-s motion, bench/results/ab-sampling-cpu.json)."""
+        0.78 x the plain loop's time for a 10-s motion, bench/results/ab-sampling-cpu.json)."""
         if device.type == "cuda":
             return cls(runner=True, bf16=True, cuda_graph=True, bf16_min_batch=64)
         return cls(runner=True)
@@ -135,12 +135,11 @@ class StepRunner:
         guided = cond is not None and guidance_scale != 1.0
         self.copies = 2 if guided else 1
         self.scale = float(guidance_scale)
+        per_step = [sampler.coefficients(i) for i in range(steps)]
         self.coefficients = torch.tensor(
-            [self._linear_step(sampler.coefficients(i)) for i in range(steps)],
-            dtype=torch.float32,
-            device=device,
+            [self._linear_step(c) for c in per_step], dtype=torch.float32, device=device
         )
-        self.sigmas = [sampler.coefficients(i).sigma for i in range(steps)]
+        self.sigmas = [c.sigma for c in per_step]
         self.stochastic = any(sigma > 0 for sigma in self.sigmas)
         self.t_table = torch.as_tensor(sampler.timesteps.copy(), dtype=torch.long, device=device)
         clip = sampler.clip
@@ -183,8 +182,8 @@ class StepRunner:
         self.prepare = prepare
         self.model = bf16_weights(model) if acceleration.bf16 else model
         model = self.model
-        # the step-only and condition-only parts of the model (step embeddings, keys and values of
-        # the condition), once for the whole loop instead of at every step
+        # the step-only and condition-only parts of the model (step embeddings, what each
+        # cross-attention takes from the condition), once for the whole loop instead of at every step
         self.cache = None
         if hasattr(model, "precompute"):
             with torch.no_grad(), self._autocast():
