@@ -136,7 +136,9 @@ class OpTrace(TorchDispatchMode):
             kind = "matrix"
         elif name in NORMS:
             kind = "norm"
-        inputs = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        # an out= tensor is written, not read (the runner's last operations write into its buffers)
+        read_kwargs = {k: v for k, v in kwargs.items() if k != "out"}
+        inputs = [t for t in tree_leaves((args, read_kwargs)) if isinstance(t, torch.Tensor)]
         outputs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
         self.ops.append(
             Op(name, kind, flops, sum(map(tensor_bytes, inputs)), sum(map(tensor_bytes, outputs)))

@@ -117,3 +117,10 @@ def test_copies_of_the_input_run_the_condition_free_part_once(pooled: bool) -> N
     assert not torch.allclose(once[:2], once[2:], atol=1e-3)  # the halves' conditions differ
     with pytest.raises(MofusionError, match="copies"):
         model(x, torch.tensor([1, 2]), copies=2)
+    # guidance combines the copies before the output convolution: the guided output of x's rows
+    with torch.no_grad():
+        guided = model(x, None, cache=cache, step=torch.tensor([0]), copies=2, guidance=2.5)
+    assert guided.shape == (2, 11, 16)
+    assert torch.allclose(guided, once[2:] + 2.5 * (once[:2] - once[2:]), atol=1e-5)
+    with pytest.raises(MofusionError, match="copies=2"):
+        model(x, None, cache=cache, step=torch.tensor([0]), guidance=2.5)

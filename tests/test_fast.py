@@ -69,6 +69,30 @@ def test_step_runner_equals_the_eager_loop(
     )
 
 
+class _Uncached(torch.nn.Module):
+    """A denoiser without a sampling cache (as the MDM-sized reference of bench/): the runner runs
+    both guidance passes through it and combines them itself."""
+
+    def __init__(self, model: MotionUNet1D) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, t, cond=None, cond_mask=None, drop_cond=None):
+        return self.model(x, t, cond, cond_mask, drop_cond)
+
+
+@pytest.mark.parametrize(("scale", "prediction"), [(2.5, "epsilon"), (1.0, "epsilon"), (2.5, "sample")])
+def test_step_runner_of_a_model_without_a_sampling_cache(scale: float, prediction: str) -> None:
+    model = _model()
+    sampler = make_sampler(NoiseSchedule(DiffusionConfig(num_steps=100, prediction=prediction)), "ddpm", 6,
+                           0.0, torch.full((12,), 2.0))  # fmt: skip
+    cond, mask = torch.randn(2, 5, 8), torch.ones(2, 5, dtype=torch.bool)
+    runner = StepRunner(_Uncached(model), sampler, (2, 12, 16), cond, mask, scale, Acceleration())
+    assert runner.cache is None
+    expected = _eager(model, sampler, (2, 12, 16), cond, mask, scale, seed=3)
+    assert torch.allclose(runner.run(make_generator(3)), expected, atol=1e-5)
+
+
 def test_step_runner_unconditional_and_progress_callback() -> None:
     model = _model()
     sampler = make_sampler(NoiseSchedule(DiffusionConfig(num_steps=50)), "ddpm", 5)
@@ -154,6 +178,14 @@ def test_bf16_weights_compute_what_autocast_does() -> None:
     x, t, cond = torch.randn(2, 12, 8), torch.tensor([5, 50]), torch.randn(2, 3, 8)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
         assert torch.equal(copy(x, t, cond), model(x, t, cond))
+        # the sampling path too: x cast once for the convolutions that read it, guidance folded
+        both = torch.cat((cond, torch.zeros_like(cond)))
+        step = torch.tensor([1])
+        guided = [
+            m(x, None, cache=m.precompute(t, both, None, 4), step=step, copies=2, guidance=2.5)
+            for m in (copy, model)
+        ]
+        assert torch.equal(*guided)
 
 
 def test_bf16_runner_of_a_music_model() -> None:

@@ -352,6 +352,7 @@ class MotionUNet1D(nn.Module):
         cache: SamplingCache | None = None,
         step: Tensor | None = None,
         copies: int = 1,
+        guidance: float | None = None,
     ) -> Tensor:
         """``cache`` (from :meth:`precompute`) with ``step`` ``(1,)``, the row of the sampling step in
         it, replaces ``t`` and the condition.
@@ -360,7 +361,13 @@ class MotionUNet1D(nn.Module):
         step, each with its rows of the cached condition (classifier-free guidance's conditional
         and null passes). Everything before the first cross-attention depends on neither, so it
         runs once: the input convolution, the first stage's ResBlocks and the input skip, 9 % of a
-        guided step's FLOPs for the packaged model (bench/roofline.py)."""
+        guided step's FLOPs for the packaged model (bench/roofline.py).
+
+        ``guidance`` (with ``copies=2``): the output is classifier-free guidance's
+        ``out_null + guidance (out_cond - out_null)`` for the ``B`` rows of ``x``. The output layer
+        after its activation is affine, the same for both copies, and the input skip is the same
+        for both, so the two are combined before the output convolution: it and everything after
+        it run on one copy."""
         b, _, length = x.shape
         if length % self.length_multiple:
             raise MofusionError(
@@ -368,8 +375,13 @@ class MotionUNet1D(nn.Module):
             )
         if copies > 1 and cache is None:
             raise MofusionError("copies of the input need a sampling cache (precompute)")
+        if guidance is not None and copies != 2:
+            raise MofusionError("guidance combines the two copies of a guided pass (copies=2)")
         stages = [*self.down, *self.up]
         if cache is not None and step is not None:
+            # bf16 weights (a runner's copy, fast.bf16_weights): x cast once for both convolutions
+            # that read it, where autocast would cast it for each; a no-op for float32 weights
+            x = x.to(self.input.weight.dtype)
             parts = list(torch.index_select(cache.time_table, 0, step).split(cache.widths, dim=1))
             skip_scale = parts.pop()
             t_emb, cond, cond_mask = None, None, cache.cond_mask
@@ -415,7 +427,13 @@ class MotionUNet1D(nn.Module):
             h = upsample(F.interpolate(h, scale_factor=2.0, mode="nearest"))
             k = len(self.down) + j
             h = stage(torch.cat((h, skips.pop()), dim=1), t_emb, cond, cond_mask, films[k], prompt[k])
-        out = self.output(h)
+        norm, activation, conv = self.output
+        h = activation(norm(h))
+        if guidance is not None:
+            conditional, null = h.chunk(2)
+            h = torch.lerp(null, conditional, guidance)
+            copies = 1
+        out = conv(h)
         out = torch.addcmul(out.view(copies, b, *out.shape[1:]), skip_scale[:, :, None], self.input_skip(x))
         return out.view(copies * b, *out.shape[2:])
 

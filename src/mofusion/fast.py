@@ -5,8 +5,9 @@ A sampling loop of a small denoiser on a GPU is bound by kernel launches, not ar
 of the default U-Net is about a hundred small operations, and launching them from Python costs more
 than running them. :class:`StepRunner` therefore builds one step (guidance, the model, the sampler's
 update) as a function of static buffers, with what depends on the step alone or the prompt alone
-tabulated beforehand and the sampler's arithmetic folded into two linear maps (90 ATen operations
-per guided float32 step of the packaged model, 154 before; bench/ab_revisions.py), optionally
+tabulated beforehand, guidance combined inside the model before its output layer and the
+sampler's arithmetic folded into two linear maps (88 ATen operations per guided float32 step of the
+packaged model, 154 before; bench/ab_revisions.py), optionally
 compiles it (fewer, fused kernels) and captures it in a CUDA graph (one launch per step). The
 per-step values (diffusion step, the sampler's coefficients) are looked up on the device from a
 step index, so one graph serves every step.
@@ -207,9 +208,11 @@ class StepRunner:
 
         The sampler's step (:class:`StepCoefficients`) is linear in x_t and the network's outputs:
         ``x_0 = a x_t + b out_cond + c out_null`` (guidance ``out_null + s (out_cond - out_null)``
-        and, for noise prediction, ``(x_t - sqrt(1 - ab) eps) / sqrt(ab)``), then, after clipping,
+        and, for noise prediction, ``(x_t - sqrt(1 - ab) eps) / sqrt(ab)``), or ``a x_t + g out``
+        with ``g = b + c`` where ``out`` is the guided output itself, then, after clipping,
         ``eps = (x_t - sqrt(ab) x_0) / sqrt(1 - ab)`` substituted into
-        ``x_s = w_0 x_0 + w_t x_t + w_e eps + sigma z``."""
+        ``x_s = w_0 x_0 + w_t x_t + w_e eps + sigma z``. Returns ``(a, b, c, g, x_0's weight,
+        x_t's weight, sigma)``."""
         s = self.scale if self.copies == 2 else 1.0
         if self.sampler.schedule.prediction == "sample":
             x0_from = (0.0, s, 1.0 - s)
@@ -224,39 +227,61 @@ class StepRunner:
             c.xt_weight + c.eps_weight / c.sqrt_one_minus_ab,
             c.sigma,
         )
-        return (*x0_from, *prev_from)
+        return (*x0_from, x0_from[1] + x0_from[2], *prev_from)
 
-    def _step(self) -> tuple[Tensor, Tensor]:
-        """x at the next step and the x_0 estimate, from the static buffers: the model, then seven
-        elementwise operations (guidance, the sampler's update and the clipping folded into two
-        linear maps by :meth:`_linear_step`) where they were nineteen."""
+    def _step(self, in_place: bool = False) -> tuple[Tensor, Tensor]:
+        """x at the next step and the x_0 estimate, from the static buffers: the model (which, with
+        a sampling cache, returns the guided output itself), then five or six elementwise operations
+        (guidance, the sampler's update and the clipping folded into two linear maps by
+        :meth:`_linear_step`) where they were nineteen. ``in_place``: the last operation of each
+        map writes into the buffers ``x0`` and ``x`` (no copies after it; not under torch.compile,
+        whose function must not write into its inputs)."""
         x = self.x
+        x0_into = self.x0 if in_place else None
+        x_into = self.x if in_place else None
+        guided = self.cache is not None and self.copies == 2
         with self._autocast():
             if self.cache is not None:  # the model copies x itself where the condition starts to act
-                out = self.model(x, None, cache=self.cache, step=self.step_index, copies=self.copies)
+                out = self.model(
+                    x,
+                    None,
+                    cache=self.cache,
+                    step=self.step_index,
+                    copies=self.copies,
+                    guidance=self.scale if guided else None,
+                )
             else:
                 both = torch.cat((x, x)) if self.copies == 2 else x
                 t = torch.index_select(self.t_table, 0, self.step_index).expand(x.shape[0])
                 out = self.model(both, t.repeat(self.copies), self.cond, self.cond_mask, self.drop)
         c = torch.index_select(self.coefficients, 0, self.step_index)[0]
-        if self.copies == 2:
-            out_cond, out_null = out.chunk(2)
-        else:
-            out_cond, out_null = out, None
+        if self.copies == 2 and not guided:
+            terms = list(zip(out.chunk(2), (c[1], c[2]), strict=True))
+        else:  # the guided output, or the only one
+            terms = [(out, c[3])]
         if self.sampler.schedule.prediction == "sample":
-            x0 = out_cond.float() * c[1]  # a bf16 output times a 0-dim coefficient stays bf16
+            (first, weight), *terms = terms
+            x0 = first.float() * weight  # a bf16 output times a 0-dim coefficient would stay bf16
         else:
-            x0 = torch.addcmul(x * c[0], out_cond, c[1])
-        if out_null is not None:
-            x0 = torch.addcmul(x0, out_null, c[2])
+            x0 = x * c[0]
+        for i, (term, weight) in enumerate(terms):
+            last = i == len(terms) - 1 and self.bound is None
+            x0 = torch.addcmul(x0, term, weight, out=x0_into if last else None)
         if self.bound is not None:
-            x0 = torch.clamp(x0, self.lower, self.bound)
-        prev = torch.addcmul(x0 * c[3], x, c[4])
+            x0 = torch.clamp(x0, self.lower, self.bound, out=x0_into)
+        elif x0_into is not None and x0 is not x0_into:
+            x0 = x0_into.copy_(x0)
         if self.stochastic:
-            prev = torch.addcmul(prev, self.noise, c[5])
+            prev = torch.addcmul(x0 * c[4], x, c[5])
+            prev = torch.addcmul(prev, self.noise, c[6], out=x_into)
+        else:  # x_into may be x itself: an elementwise operation may write over its own input
+            prev = torch.addcmul(x0 * c[4], x, c[5], out=x_into)
         return prev, x0
 
     def _run_step(self) -> None:
+        if not self.acceleration.compile:
+            self._step(in_place=True)
+            return
         prev, x0 = self._compiled()
         self.x0.copy_(x0)
         self.x.copy_(prev)
