@@ -42,7 +42,7 @@ if wants quality; then
     timeout "${QUALITY_S:-200}" $PY bench/sample_quality.py run --pack .devcache/quality-pack.npz --device cuda \
         --text-encoder "$ENCODER" --batch 512 --replications 10 --out "$OUT/quality-cuda.json" \
         --row ddpm:50:none --row ddpm:50:bf16+graph --row ddpm:20:bf16+graph --row ddim:20:bf16+graph \
-        --row ddpm:10:bf16+graph 2>&1 | tail -8
+        --row ddpm:10:bf16+graph --row dpm-sde:10:bf16+graph 2>&1 | tail -9
 fi
 if wants train; then
     timeout "${TRAIN_S:-100}" $PY bench/train.py --data .devcache/train-pack.npz --device cuda --steps 40 \

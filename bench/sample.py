@@ -11,7 +11,8 @@ Rows (all at ``--frames`` frames, 50 steps, guidance 2.5 as the packaged model s
 - latency (batch 1, end to end: the prompt encoded on the device, the sampling loop, the output
   copied back and denormalised) of the packaged default model under each speed-up alone and in
   combination: the eager loop (``mofusion`` before this benchmark), the step runner (condition
-  built once), bf16 autocast, CUDA graph, torch.compile; then fewer steps (DDPM/DDIM 20 and 10);
+  built once), bf16 autocast, CUDA graph, torch.compile; then fewer steps (DDPM 20 and 10, DPM-SDE
+  10: DPM-Solver++(2M) in its SDE form);
   the MDM-sized transformer and the issue's planning U-Net (128/256/512) through the same runner;
 - throughput (samples per second, denoiser + sampler only) at each batch for ours and the MDM
   reference under the same settings;
@@ -373,6 +374,7 @@ def main() -> int:
         bench.latency("ours: CUDA graph, DDPM 20", ours, "graph", "ddpm", 20)
         bench.latency("ours: bf16 + CUDA graph, DDPM 20", ours, "bf16+graph", "ddpm", 20)
         bench.latency("ours: CUDA graph, DDPM 10", ours, "graph", "ddpm", 10)
+        bench.latency("ours: CUDA graph, DPM-SDE 10", ours, "graph", "dpm-sde", 10)
         bench.latency("MDM-sized: eager loop", mdm, "eager")
         bench.latency("MDM-sized: CUDA graph", mdm, "graph")
         bench.latency("MDM-sized: bf16 + CUDA graph", mdm, "bf16+graph")
@@ -381,6 +383,7 @@ def main() -> int:
         if args.compile:
             bench.latency("ours: compile + CUDA graph", ours, "compile+graph")
             bench.latency("ours: compile + CUDA graph, DDPM 20", ours, "compile+graph", "ddpm", 20)
+            bench.latency("ours: compile + CUDA graph, DPM-SDE 10", ours, "compile+graph", "dpm-sde", 10)
             bench.latency("ours: bf16 + compile + CUDA graph", ours, "bf16+compile+graph")
             bench.latency("MDM-sized: bf16 + compile + CUDA graph", mdm, "bf16+compile+graph")
         bench.throughput(ours, "graph", batches)
@@ -395,6 +398,7 @@ def main() -> int:
         bench.latency("ours: step runner, float32", ours, "none")
         bench.latency("ours: step runner, DDPM 20", ours, "none", "ddpm", 20)
         bench.latency("ours: step runner, DDPM 10", ours, "none", "ddpm", 10)
+        bench.latency("ours: step runner, DPM-SDE 10", ours, "none", "dpm-sde", 10)
         bench.library_call("ours: library generate(), default settings (positions decoded)")
         bench.latency("MDM-sized: step runner, float32", mdm, "none")
         bench.latency("U-Net 128/256/512: step runner, float32", plan, "none")

@@ -13,7 +13,9 @@ the evaluator's embeddings of the real test motions (FID's reference). ``run`` d
 replication's captions and R-Precision pools exactly as ``mofusion evaluate text`` does (same seeds,
 so the rows are comparable with bench/results/bandai-text/text-eval-test.json), generates with the
 packaged model under each row's sampler and acceleration, and scores the motions. A row is
-``sampler:steps:acceleration`` (acceleration as in :class:`mofusion.fast.Acceleration`).
+``sampler:steps:acceleration`` (acceleration as in :class:`mofusion.fast.Acceleration`). The
+JSON keeps each replication's figures and, for every row after the first, the mean difference to
+the first row per replication with its interval (the rows share texts, pools and seeds).
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from mofusion._io import atomic_path, atomic_write_json
 from mofusion.checkpoint import default_checkpoint
 from mofusion.config import DataConfig
 from mofusion.data.dataset import load_dataset
@@ -47,7 +49,8 @@ def pack(args: argparse.Namespace) -> None:
     with torch.no_grad():
         reference = evaluator.embed_motions(items.real).numpy().astype(np.float32)
     meta = {"split": args.split, "labels": items.labels, "captions": items.captions}
-    np.savez(args.out, lengths=items.lengths, reference=reference, meta=np.array(json.dumps(meta)))
+    with atomic_path(args.out) as tmp:  # its folder made, never half written
+        np.savez(tmp, lengths=items.lengths, reference=reference, meta=np.array(json.dumps(meta)))
     print(f"{len(items.labels)} items written to {args.out}")
 
 
@@ -106,6 +109,12 @@ def run(args: argparse.Namespace) -> None:
                             ("mm_dist", 3, 15), ("diversity", 3, 15))
         )  # fmt: skip
         print(f"{row['row']:28}{cells}{row['generation_s_total']:>8.1f}")
+    for row in out_rows[1:]:
+        diff = row["paired_difference_to_first_row"]
+        cells = ", ".join(
+            f"{k} {diff[k][0]:+.4f}±{diff[k][1]:.4f}" for k in ("r_precision_top1", "fid", "mm_dist")
+        )
+        print(f"{row['row']} minus {out_rows[0]['row']}, paired: {cells}")
 
 
 def write(
@@ -119,11 +128,20 @@ def write(
 ) -> list[dict[str, Any]]:
     """Write the table of the replications done so far (a run cut short keeps them)."""
     out_rows = []
+    first = rows[0][0]
     for spec, _ in rows:
         row_out: dict[str, Any] = {"row": spec, "generation_s_total": round(seconds[spec], 1)}
         for key in results[spec][0]:
             mean, ci = mean_ci([s[key] for s in results[spec]])
             row_out[key], row_out[key + "_ci95"] = mean, ci
+        row_out["per_replication"] = {key: [s[key] for s in results[spec]] for key in results[spec][0]}
+        if spec != first:
+            # every row sees the same texts, pools and seeds in a replication: the difference to the
+            # first row per replication cancels what they share, a tighter test than two intervals
+            row_out["paired_difference_to_first_row"] = {
+                key: mean_ci([s[key] - f[key] for s, f in zip(results[spec], results[first], strict=True)])
+                for key in results[spec][0]
+            }
         out_rows.append(row_out)
     device = args.device
     result = {
@@ -133,8 +151,7 @@ def write(
         "replications": done,
         "rows": out_rows,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(args.out, result)
     return out_rows
 
 

@@ -13,6 +13,7 @@ from mofusion.config import DiffusionConfig
 from mofusion.diffusion import (
     DDIMSampler,
     DDPMSampler,
+    DPMSolverSampler,
     NoiseSchedule,
     guided,
     make_betas,
@@ -71,7 +72,7 @@ def test_spaced_timesteps() -> None:
         spaced_timesteps(1000, 601, last_step=400)
 
 
-@pytest.mark.parametrize("kind", ["ddpm", "ddim"])
+@pytest.mark.parametrize("kind", ["ddpm", "ddim", "dpm", "dpm-sde"])
 def test_stopping_early_returns_the_clean_estimate_at_the_last_step(kind: str) -> None:
     """With last_step > 0 the sample is the model's x_0 estimate at that step (no noise added after
     it), and the model is never asked below it."""
@@ -112,6 +113,9 @@ def ideal_eps(schedule: NoiseSchedule):  # type: ignore[no-untyped-def]
         ("ddpm", 200, 0.0, 0.03),
         ("ddim", 50, 0.0, 0.04),
         ("ddim", 50, 1.0, 0.07),
+        # DPM-Solver++(2M) at 20 steps: measured 0.479 (ODE) and 0.476 (SDE), DDPM's 0.386
+        ("dpm", 20, 0.0, 0.03),
+        ("dpm-sde", 20, 0.0, 0.035),
     ],
 )
 def test_samplers_reproduce_a_gaussian_data_set(
@@ -135,7 +139,10 @@ def ideal_x0(schedule: NoiseSchedule):  # type: ignore[no-untyped-def]
     return fn
 
 
-@pytest.mark.parametrize(("kind", "steps", "eta"), [("ddpm", 200, 0.0), ("ddim", 50, 0.0), ("ddim", 50, 1.0)])
+@pytest.mark.parametrize(
+    ("kind", "steps", "eta"),
+    [("ddpm", 200, 0.0), ("ddim", 50, 0.0), ("ddim", 50, 1.0), ("dpm", 20, 0.0), ("dpm-sde", 20, 0.0)],
+)
 def test_a_sample_predicting_model_samples_as_its_noise_predicting_twin(
     kind: str, steps: int, eta: float
 ) -> None:
@@ -170,6 +177,56 @@ def test_ddim_is_deterministic_and_seeded() -> None:
     d = sample_loop(fn, sampler, (3, 2, 4), make_generator(5), x_T=x_T)
     e = sample_loop(fn, sampler, (3, 2, 4), make_generator(6), x_T=x_T)
     assert torch.equal(d, e)
+
+
+@pytest.mark.parametrize("schedule_kind", ["linear", "cosine"])
+def test_dpm_solver_follows_the_ode_at_second_order(schedule_kind: str) -> None:
+    """For Gaussian data the probability-flow ODE maps x_T to ``MU + SIGMA (x_T - sqrt(ab_T) MU) /
+    sqrt(ab_T SIGMA^2 + 1 - ab_T)`` exactly (the marginals' quantiles); with the ideal denoiser the
+    only error left is the solver's. DDIM is first order (error halves with twice the steps);
+    DPM-Solver++(2M) falls faster (measured max errors at 10/20/50 steps, linear: DDIM 0.57, 0.29,
+    0.12, DPM 0.44, 0.097, 0.006; cosine: DDIM 0.32, 0.16, 0.063, DPM 0.13, 0.0067, 0.0045)."""
+    schedule = NoiseSchedule(DiffusionConfig(num_steps=1000, schedule=schedule_kind))
+    ab_T = float(schedule.alpha_bar64[-1])
+    x_T = torch.randn(4000, 1, 1, generator=torch.Generator().manual_seed(0))
+    exact = MU + SIGMA * (x_T.double() - math.sqrt(ab_T) * MU) / math.sqrt(ab_T * SIGMA**2 + 1 - ab_T)
+
+    def error(kind: str, steps: int) -> float:
+        x = sample_loop(ideal_eps(schedule), make_sampler(schedule, kind, steps), x_T.shape, x_T=x_T)
+        return float((x.double() - exact).abs().max())
+
+    ddim, dpm = {n: error("ddim", n) for n in (20, 50)}, {n: error("dpm", n) for n in (20, 50)}
+    assert ddim[20] == pytest.approx(2.5 * ddim[50], rel=0.25)  # first order
+    assert dpm[20] < ddim[20] / 2.5 and dpm[50] < ddim[50] / 10
+    assert dpm[50] < 0.01
+
+
+def test_dpm_solver_coefficients() -> None:
+    """The SDE form's first-order step is DDPM's posterior step; the second-order estimate's weights
+    sum to the first-order step's; the last two steps are first order; no step adds noise without
+    ``stochastic``, and the clean end returns the estimate."""
+    schedule = NoiseSchedule(DiffusionConfig(num_steps=1000))
+    sde, ode, ddpm = (make_sampler(schedule, kind, 10) for kind in ("dpm-sde", "dpm", "ddpm"))
+    first, posterior = sde.coefficients(0), ddpm.coefficients(0)
+    assert first.previous_x0_weight == 0.0
+    for name in ("x0_weight", "xt_weight", "sigma"):
+        assert getattr(first, name) == pytest.approx(getattr(posterior, name), rel=1e-9)
+    middle = sde.coefficients(4)
+    assert middle.previous_x0_weight < 0
+    lam = [0.5 * math.log(a / (1 - a)) for a in schedule.alpha_bar64[sde.timesteps[3:6]]]
+    h, r = lam[2] - lam[1], (lam[1] - lam[0]) / (lam[2] - lam[1])
+    gain = math.sqrt(schedule.alpha_bar64[sde.timesteps[5]]) * -math.expm1(-2 * h)
+    assert middle.x0_weight == pytest.approx(
+        gain * (1 + 0.5 / r)
+    ) and middle.x0_weight + middle.previous_x0_weight == pytest.approx(gain)
+    assert all(ode.coefficients(i).sigma == 0.0 for i in range(10))
+    assert [c.previous_x0_weight for c in (ode.coefficients(8), ode.coefficients(9))] == [0.0, 0.0]
+    end = ode.coefficients(9)
+    assert (end.x0_weight, end.xt_weight, end.sigma) == (1.0, 0.0, 0.0)
+    with pytest.raises(MofusionError, match="step before it"):
+        DPMSolverSampler(schedule, False).step(torch.zeros(1, 1, 1), 3, torch.zeros(1, 1, 1))
+    with pytest.raises(MofusionError, match="ddpm, ddim, dpm, dpm-sde"):
+        make_sampler(schedule, "euler", 10)
 
 
 def test_ddpm_step_matches_the_posterior_closed_form() -> None:

@@ -157,7 +157,7 @@ def test_replacement_returns_the_known_values_exactly() -> None:
     schedule = NoiseSchedule(DiffusionConfig(num_steps=100))
     value = torch.randn(2, 3, 12)
     mask = torch.rand(2, 3, 12) < 0.4
-    for kind in ("ddpm", "ddim"):
+    for kind in ("ddpm", "ddim", "dpm", "dpm-sde"):
         out = sample_loop(lambda x, t: torch.tanh(x) * 0.3, make_sampler(schedule, kind, 20), (2, 3, 12),
                           make_generator(0), replace_mask=mask, replace_value=value)  # fmt: skip
         assert torch.equal(out[mask], value[mask])
@@ -315,7 +315,7 @@ def test_a_sample_predicting_residual_model_trains_and_edits(
     assert pipe.schedule.prediction == "sample"
     pipe.model.forward = lambda x, *args, **kwargs: torch.zeros_like(x)  # type: ignore[method-assign]
     features, table, known_mask = _gap_request(pipe.spec, bandai_dataset)
-    for sampler in ("ddpm", "ddim"):
+    for sampler in ("ddpm", "ddim", "dpm-sde"):
         out = pipe.generate(1, 40, sampler=sampler, steps=10, known=features[None], known_mask=known_mask[None],
                             method="condition")  # fmt: skip
         pose = ~table.step

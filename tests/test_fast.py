@@ -40,6 +40,10 @@ def _eager(model, sampler, shape, cond, mask, scale, seed):
         ("ddpm", 0.0, 1.0, False, "epsilon"),
         ("ddpm", 0.0, 2.5, True, "sample"),
         ("ddim", 0.5, 2.5, True, "sample"),
+        ("dpm", 0.0, 2.5, True, "epsilon"),
+        ("dpm", 0.0, 1.0, False, "epsilon"),
+        ("dpm-sde", 0.0, 2.5, True, "epsilon"),
+        ("dpm-sde", 0.0, 2.5, False, "sample"),
     ],
 )
 def test_step_runner_equals_the_eager_loop(

@@ -174,7 +174,9 @@ def generate(
     ] = None,
     num_samples: Annotated[int, typer.Option("--num-samples", "-n", help="How many motions.")] = 1,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same motions).")] = 0,
-    sampler: Annotated[str | None, typer.Option(help="ddim or ddpm (default: the checkpoint's).")] = None,
+    sampler: Annotated[
+        str | None, typer.Option(help="ddpm, ddim, dpm or dpm-sde (default: the checkpoint's).")
+    ] = None,
     steps: Annotated[int | None, typer.Option(help="Denoising steps (default: the checkpoint's).")] = None,
     eta: Annotated[float | None, typer.Option(help="DDIM eta (0: deterministic).")] = None,
     guidance: Annotated[
@@ -834,7 +836,9 @@ def evaluate_kinematics(
     num_samples: Annotated[int, typer.Option("--num-samples", "-n")] = 20,
     seconds: Annotated[float, typer.Option()] = 6.0,
     seed: Annotated[int, typer.Option()] = 0,
-    sampler: Annotated[str | None, typer.Option(help="ddpm or ddim (default: each checkpoint's).")] = None,
+    sampler: Annotated[
+        str | None, typer.Option(help="ddpm, ddim, dpm or dpm-sde (default: each checkpoint's).")
+    ] = None,
     steps: Annotated[int | None, typer.Option()] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the table as JSON.")] = None,
     label: Annotated[list[str] | None, typer.Option("--label", help="A row name per checkpoint.")] = None,

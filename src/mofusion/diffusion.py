@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import DiffusionConfig
+from .config import SAMPLERS, DiffusionConfig
 from .errors import MofusionError
 
 ModelFn = Callable[[Tensor, Tensor], Tensor]
@@ -133,7 +133,8 @@ def spaced_timesteps(num_train_steps: int, num_steps: int, last_step: int = 0) -
 class StepCoefficients:
     """One reverse step as a linear map, so that the eager and the captured (CUDA graph) loops share
     it: ``x_0 = (x_t - sqrt_one_minus_ab * eps) / sqrt_ab`` (clipped, with eps made consistent), then
-    ``x_s = x0_weight * x_0 + xt_weight * x_t + eps_weight * eps + sigma * z``."""
+    ``x_s = x0_weight * x_0 + xt_weight * x_t + eps_weight * eps + previous_x0_weight * x_0' +
+    sigma * z``, where ``x_0'`` is the previous step's (clipped) estimate (multistep solvers)."""
 
     sqrt_ab: float
     sqrt_one_minus_ab: float
@@ -141,6 +142,7 @@ class StepCoefficients:
     xt_weight: float
     eps_weight: float
     sigma: float
+    previous_x0_weight: float = 0.0
 
 
 class _Sampler:
@@ -156,6 +158,7 @@ class _Sampler:
         self.temperature = temperature
         """Scale of the noise each reverse step adds (1: the trained process; below 1 draws closer
         to the likeliest motion, as a lower temperature does in other generative models)."""
+        self._previous_x0: Tensor | None = None
 
     def set_timesteps(self, num_steps: int, last_step: int = 0) -> None:
         self.timesteps = spaced_timesteps(self.schedule.num_steps, num_steps, last_step)
@@ -174,6 +177,11 @@ class _Sampler:
         prev = c.x0_weight * x0 + c.xt_weight * x_t
         if c.eps_weight:
             prev = prev + c.eps_weight * eps
+        if c.previous_x0_weight:
+            if self._previous_x0 is None:
+                raise MofusionError("a multistep solver's step needs the step before it (run from index 0)")
+            prev = prev + c.previous_x0_weight * self._previous_x0
+        self._previous_x0 = x0
         if c.sigma > 0:
             noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
             prev = prev + c.sigma * noise
@@ -258,7 +266,66 @@ class DDIMSampler(_Sampler):
         )
 
 
-Sampler = DDPMSampler | DDIMSampler
+class DPMSolverSampler(_Sampler):
+    """DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", alg. 2, the midpoint form as in diffusers):
+    a second-order multistep solver of the diffusion ODE in the clean-motion estimates, which reuses
+    the previous step's estimate instead of a second network call; ``stochastic``: its SDE form
+    (the same paper's sec. 5 and diffusers' ``sde-dpmsolver++``), whose first-order step is exactly
+    the DDPM posterior step, so that it adds a second-order correction to ancestral sampling.
+    Clipped estimates enter the solver as they are (DPM-Solver++'s thresholding).
+
+    First-order steps: the first (no previous estimate), the last (to the clean end, where
+    ``log(alpha/sigma)`` is infinite: it returns the estimate) and the one before it, into the last
+    model step, as diffusers' ``lower_order_final``: into step 0 log-SNR jumps (from about 1 to 4.6
+    at 10 steps of the linear schedule), the previous step is a fifth as long, and extrapolating
+    the estimates over it overshoots. Measured on a Gaussian data set whose ideal denoiser is known
+    (tests/test_diffusion.py): with that step second-order, 10 steps missed the exact ODE solution
+    by up to 0.79, more than DDIM (0.57); first-order, by 0.44 (cosine schedule: 0.13 against 0.32).
+
+    With ``lambda = log(sqrt(ab) / sqrt(1 - ab))``, ``h`` the step in lambda and ``r`` the previous
+    step's ``h`` over this one's, the estimate the step uses is ``D = (1 + 1/(2r)) x_0 - x_0'/(2r)``;
+    ``x_s = (sigma_s / sigma_t) x_t + alpha_s (1 - e^-h) D`` (ODE) or ``(sigma_s / sigma_t) e^-h x_t
+    + alpha_s (1 - e^-2h) D + sigma_s sqrt(1 - e^-2h) z`` (SDE).
+    """
+
+    def __init__(
+        self,
+        schedule: NoiseSchedule,
+        stochastic: bool,
+        clip: Tensor | None = None,
+        temperature: float = 1.0,
+    ) -> None:
+        super().__init__(schedule, clip, temperature)
+        self.stochastic = stochastic
+
+    def _lambda(self, ab: float) -> float:
+        return 0.5 * (math.log(ab) - math.log1p(-ab))
+
+    def coefficients(self, index: int) -> StepCoefficients:
+        ab_t, ab_s = self._alpha_bars(index)
+        sqrt_ab_t, sigma_t = math.sqrt(ab_t), math.sqrt(1 - ab_t)
+        if ab_s >= 1.0:  # the clean end: first order gives x_0 itself
+            return StepCoefficients(sqrt_ab_t, sigma_t, 1.0, 0.0, 0.0, 0.0)
+        alpha_s, sigma_s = math.sqrt(ab_s), math.sqrt(1 - ab_s)
+        h = self._lambda(ab_s) - self._lambda(ab_t)
+        if self.stochastic:
+            xt_weight = sigma_s / sigma_t * math.exp(-h)
+            gain = alpha_s * -math.expm1(-2 * h)
+            sigma = sigma_s * math.sqrt(-math.expm1(-2 * h)) * self.temperature
+        else:
+            xt_weight = sigma_s / sigma_t
+            gain = alpha_s * -math.expm1(-h)
+            sigma = 0.0
+        if index == 0 or index + 2 >= len(self.timesteps):
+            return StepCoefficients(sqrt_ab_t, sigma_t, gain, xt_weight, 0.0, sigma)
+        ab_before, _ = self._alpha_bars(index - 1)
+        r = (self._lambda(ab_t) - self._lambda(ab_before)) / h
+        return StepCoefficients(
+            sqrt_ab_t, sigma_t, gain * (1 + 0.5 / r), xt_weight, 0.0, sigma, -gain * 0.5 / r
+        )
+
+
+Sampler = DDPMSampler | DDIMSampler | DPMSolverSampler
 
 
 def make_sampler(
@@ -276,8 +343,10 @@ def make_sampler(
         sampler: Sampler = DDPMSampler(schedule, clip, temperature)
     elif kind == "ddim":
         sampler = DDIMSampler(schedule, eta, clip, temperature)
+    elif kind in ("dpm", "dpm-sde"):
+        sampler = DPMSolverSampler(schedule, kind == "dpm-sde", clip, temperature)
     else:
-        raise MofusionError(f"unknown sampler {kind!r} (ddpm or ddim)")
+        raise MofusionError(f"unknown sampler {kind!r} ({', '.join(SAMPLERS)})")
     sampler.set_timesteps(steps, last_step)
     return sampler
 

@@ -142,6 +142,7 @@ class StepRunner:
         )
         self.sigmas = [c.sigma for c in per_step]
         self.stochastic = any(sigma > 0 for sigma in self.sigmas)
+        self.multistep = any(c.previous_x0_weight != 0 for c in per_step)
         self.t_table = torch.as_tensor(sampler.timesteps.copy(), dtype=torch.long, device=device)
         clip = sampler.clip
         self.bound = None if clip is None else clip.to(device, torch.float32).reshape(1, -1, 1)
@@ -211,8 +212,9 @@ class StepRunner:
         and, for noise prediction, ``(x_t - sqrt(1 - ab) eps) / sqrt(ab)``), or ``a x_t + g out``
         with ``g = b + c`` where ``out`` is the guided output itself, then, after clipping,
         ``eps = (x_t - sqrt(ab) x_0) / sqrt(1 - ab)`` substituted into
-        ``x_s = w_0 x_0 + w_t x_t + w_e eps + sigma z``. Returns ``(a, b, c, g, x_0's weight,
-        x_t's weight, sigma)``."""
+        ``x_s = w_0 x_0 + w_t x_t + w_e eps + w_p x_0' + sigma z`` (``x_0'``: the previous step's
+        estimate, for multistep solvers). Returns ``(a, b, c, g, x_0's weight, x_t's weight,
+        x_0''s weight, sigma)``."""
         s = self.scale if self.copies == 2 else 1.0
         if self.sampler.schedule.prediction == "sample":
             x0_from = (0.0, s, 1.0 - s)
@@ -225,19 +227,21 @@ class StepRunner:
         prev_from = (
             c.x0_weight - c.eps_weight * c.sqrt_ab / c.sqrt_one_minus_ab,
             c.xt_weight + c.eps_weight / c.sqrt_one_minus_ab,
+            c.previous_x0_weight,
             c.sigma,
         )
         return (*x0_from, x0_from[1] + x0_from[2], *prev_from)
 
     def _step(self, in_place: bool = False) -> tuple[Tensor, Tensor]:
         """x at the next step and the x_0 estimate, from the static buffers: the model (which, with
-        a sampling cache, returns the guided output itself), then five or six elementwise operations
+        a sampling cache, returns the guided output itself), then five to seven elementwise operations
         (guidance, the sampler's update and the clipping folded into two linear maps by
         :meth:`_linear_step`) where they were nineteen. ``in_place``: the last operation of each
         map writes into the buffers ``x0`` and ``x`` (no copies after it; not under torch.compile,
         whose function must not write into its inputs)."""
         x = self.x
-        x0_into = self.x0 if in_place else None
+        # a multistep solver reads the previous x_0 from its buffer after the new one is made
+        x0_into = self.x0 if in_place and not self.multistep else None
         x_into = self.x if in_place else None
         guided = self.cache is not None and self.copies == 2
         with self._autocast():
@@ -271,11 +275,14 @@ class StepRunner:
             x0 = torch.clamp(x0, self.lower, self.bound, out=x0_into)
         elif x0_into is not None and x0 is not x0_into:
             x0 = x0_into.copy_(x0)
-        if self.stochastic:
-            prev = torch.addcmul(x0 * c[4], x, c[5])
-            prev = torch.addcmul(prev, self.noise, c[6], out=x_into)
-        else:  # x_into may be x itself: an elementwise operation may write over its own input
-            prev = torch.addcmul(x0 * c[4], x, c[5], out=x_into)
+        # x_into may be x itself: an elementwise operation may write over its own input
+        more = [(self.x0, c[6])] if self.multistep else []
+        more += [(self.noise, c[7])] if self.stochastic else []
+        prev = torch.addcmul(x0 * c[4], x, c[5], out=None if more else x_into)
+        for i, (term, weight) in enumerate(more):
+            prev = torch.addcmul(prev, term, weight, out=x_into if i == len(more) - 1 else None)
+        if in_place and self.multistep:
+            x0 = self.x0.copy_(x0)
         return prev, x0
 
     def _run_step(self) -> None:
@@ -348,6 +355,7 @@ class StepRunner:
             x_T = torch.randn(self.shape, generator=generator, device=device)
         self.x.copy_(x_T)
         self.noise.zero_()
+        self.x0.zero_()  # a multistep solver's first step weighs it by zero: no stale values
         for i, sigma in enumerate(self.sigmas):
             self.step_index.fill_(i)
             if sigma > 0:  # the eager samplers draw noise exactly where the step adds some
