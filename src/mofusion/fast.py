@@ -5,12 +5,12 @@ A sampling loop of a small denoiser on a GPU is bound by kernel launches, not ar
 of the default U-Net is about a hundred small operations, and launching them from Python costs more
 than running them. :class:`StepRunner` therefore builds one step (guidance, the model, the sampler's
 update) as a function of static buffers, with what depends on the step alone or the prompt alone
-tabulated beforehand, guidance combined inside the model before its output layer and the
-sampler's arithmetic folded into two linear maps (88 ATen operations per guided float32 step of the
-packaged model, 154 before; bench/ab_revisions.py), optionally
-compiles it (fewer, fused kernels) and captures it in a CUDA graph (one launch per step). The
-per-step values (diffusion step, the sampler's coefficients) are looked up on the device from a
-step index, so one graph serves every step.
+tabulated beforehand, guidance combined inside the model before its output layer and the sampler's
+arithmetic folded into two linear maps (88 ATen operations per guided float32 step of the packaged
+model, 154 before; bench/ab_revisions.py), optionally compiles it (fewer, fused kernels) and
+captures it in a CUDA graph (one launch per step). The per-step values (diffusion step, the
+sampler's coefficients) are looked up on the device from a step index, so one graph serves every
+step.
 
 The noise is drawn from the caller's generator in the same order as :func:`mofusion.diffusion.
 sample_loop` draws it, so that the accelerated loop in float32 gives the eager loop's samples (up to
