@@ -22,7 +22,8 @@ mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
 if wants tests; then
-    $PY -m pytest -q -o addopts="" -m gpu tests/test_fast.py tests/test_bench_roofline.py -p no:cacheprovider 2>&1 | tail -2
+    MOFUSION_TEST_TEXT_ENCODER="$ENCODER" $PY -m pytest -q -o addopts="" -m gpu tests/test_fast.py \
+        tests/test_text.py tests/test_bench_roofline.py -p no:cacheprovider 2>&1 | tee "$OUT/gpu-tests.log" | tail -4
 fi
 if wants sample; then
     timeout "${SAMPLE_S:-210}" $PY bench/sample.py --device cuda --text-encoder "$ENCODER" --compile \

@@ -227,9 +227,10 @@ class Bench:
         print(json.dumps(row), flush=True)
         self.save()
 
-    def library_call(self, label: str) -> None:
-        """``MotionPipeline.generate`` as the library runs it by default (its own sampler settings
-        and acceleration for the device), prompt encoding and the decoded positions included."""
+    def library_call(self, label: str, sampler: str | None = None, steps: int | None = None) -> None:
+        """``MotionPipeline.generate`` as the library runs it by default (its own sampler settings,
+        unless ``sampler``/``steps`` are given, and acceleration for the device), prompt encoding
+        and the decoded positions included."""
         if self.over_budget():
             self.result["skipped"].append(label)
             return
@@ -239,7 +240,8 @@ class Bench:
 
         def call() -> None:
             cond, mask = pipe.text_condition([PROMPT])
-            pipe.generate(1, self.args.frames, seed=0, cond=cond, cond_mask=mask)
+            frames = self.args.frames
+            pipe.generate(1, frames, seed=0, sampler=sampler, steps=steps, cond=cond, cond_mask=mask)
 
         repeats = self.args.repeats if self.device.type == "cuda" else 3
         times = timed(call, self.device, repeats, warmup=2 if self.device.type == "cuda" else 1)
@@ -248,7 +250,7 @@ class Bench:
             "label": label,
             "model": "mofusion default (packaged)",
             "acceleration": "auto: " + repr(pipe.acceleration.for_batch(1)),
-            "sampler": f"{sample.sampler.upper()} {sample.steps}",
+            "sampler": f"{(sampler or sample.sampler).upper()} {steps or sample.steps}",
             "median_ms": round(1000 * statistics.median(times), 2),
             "min_ms": round(1000 * min(times), 2),
             "text_encoding_ms": None,
@@ -380,6 +382,7 @@ def main() -> int:
         bench.latency("MDM-sized: bf16 + CUDA graph", mdm, "bf16+graph")
         bench.latency("U-Net 128/256/512: CUDA graph", plan, "graph")
         bench.library_call("ours: library generate(), default settings (positions decoded)")
+        bench.library_call("ours: library generate(), DPM-SDE 10 (positions decoded)", "dpm-sde", 10)
         if args.compile:
             bench.latency("ours: compile + CUDA graph", ours, "compile+graph")
             bench.latency("ours: compile + CUDA graph, DDPM 20", ours, "compile+graph", "ddpm", 20)
@@ -400,6 +403,7 @@ def main() -> int:
         bench.latency("ours: step runner, DDPM 10", ours, "none", "ddpm", 10)
         bench.latency("ours: step runner, DPM-SDE 10", ours, "none", "dpm-sde", 10)
         bench.library_call("ours: library generate(), default settings (positions decoded)")
+        bench.library_call("ours: library generate(), DPM-SDE 10 (positions decoded)", "dpm-sde", 10)
         bench.latency("MDM-sized: step runner, float32", mdm, "none")
         bench.latency("U-Net 128/256/512: step runner, float32", plan, "none")
         bench.throughput(ours, "none", batches)

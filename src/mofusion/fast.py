@@ -152,9 +152,14 @@ class StepRunner:
         if cond is not None:
             cond = cond.to(device)
             cond_mask = None if cond_mask is None else cond_mask.to(device)
-            if guided:
-                cond = torch.cat((cond, cond))
-                cond_mask = None if cond_mask is None else torch.cat((cond_mask, cond_mask))
+        # the caller's condition as given, in buffers of the runner's own (set_condition copies a
+        # new prompt into them, then refreshes everything made from it, as one graph on a GPU)
+        own = torch.contiguous_format
+        self.given_cond = None if cond is None else cond.clone(memory_format=own)
+        self.given_mask = None if cond_mask is None else cond_mask.clone(memory_format=own)
+        if cond is not None and guided:
+            cond = torch.cat((cond, cond))
+            cond_mask = None if cond_mask is None else torch.cat((cond_mask, cond_mask))
         self.drop = (
             torch.cat((torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool))).to(device)
             if guided
@@ -195,6 +200,7 @@ class StepRunner:
             step = torch.compile(self._step, dynamic=False)
         self._compiled = step
         self.graph: Any = None
+        self.condition_graph: Any = None
         if acceleration.cuda_graph:
             self._capture()
 
@@ -306,24 +312,47 @@ class StepRunner:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self._run_step()
+        if self.given_cond is None:
+            return
+        # a new prompt's condition: hundreds of small operations (the condition prepared, each
+        # cross-attention's keys and values), one replay instead of as many launches from Python
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self._refresh_condition()
+        torch.cuda.current_stream().wait_stream(side)
+        self.condition_graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.condition_graph):
+            self._refresh_condition()
 
     def set_condition(self, cond: Tensor | None, cond_mask: Tensor | None) -> None:
         """New condition tokens of the shape this runner was built for (a new prompt, same graph)."""
         if (cond is None) != (self.cond is None) or (cond_mask is not None) != self.has_mask:
             raise MofusionError("the condition does not match this runner's")
-        if cond is None or self.cond is None:
+        if cond is None or self.given_cond is None:
             return
         expected = (self.shape[0], *self.given_shape)
         if tuple(cond.shape) != tuple(expected):
             raise MofusionError(f"condition of shape {tuple(cond.shape)}, this runner takes {expected}")
-        cond = cond.to(self.cond.device).repeat(self.copies, 1, 1)
-        cond_mask = None if cond_mask is None else cond_mask.to(self.cond.device).repeat(self.copies, 1)
+        self.given_cond.copy_(cond)
+        if cond_mask is not None and self.given_mask is not None:
+            self.given_mask.copy_(cond_mask)
+        if self.condition_graph is not None:
+            self.condition_graph.replay()
+        else:
+            self._refresh_condition()
+
+    @torch.no_grad()
+    def _refresh_condition(self) -> None:
+        """Everything the runner makes from the given condition, written into its buffers: the
+        doubled (guided) and prepared condition, and the prompt's part of the sampling cache."""
+        assert self.given_cond is not None and self.cond is not None
+        cond = self.given_cond.repeat(self.copies, 1, 1)
+        cond_mask = None if self.given_mask is None else self.given_mask.repeat(self.copies, 1)
         if self.prepared:
             drop = None
             if self.copies == 2:
                 drop = torch.arange(cond.shape[0], device=cond.device) >= cond.shape[0] // 2
-            with torch.no_grad():
-                cond, prepared_mask = self.prepare(cond, cond_mask, drop)  # type: ignore[misc]
+            cond, prepared_mask = self.prepare(cond, cond_mask, drop)  # type: ignore[misc]
             cond_mask = prepared_mask
             if cond_mask is None and self.cond_mask is not None:
                 cond_mask = torch.ones_like(self.cond_mask)
@@ -331,7 +360,7 @@ class StepRunner:
         if cond_mask is not None and self.cond_mask is not None:
             self.cond_mask.copy_(cond_mask)
         if self.cache is not None:  # the step tables stay; only the prompt's keys and values change
-            with torch.no_grad(), self._autocast():
+            with self._autocast():
                 fresh = self.model.condition_prompt(self.cond, self.cond_mask)  # type: ignore[operator]
                 bias = self.model.condition_bias(self.cond, self.cond_mask)  # type: ignore[operator]
             for held, new in zip(self.cache.prompt, fresh, strict=True):

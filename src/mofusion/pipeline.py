@@ -321,8 +321,9 @@ class MotionPipeline:
             while len(self._runners) >= keep:
                 self._runners.pop(next(iter(self._runners)))
             runner = StepRunner(self.model, sampler, shape, cond, cond_mask, scale, acceleration)
-            self._runners[key] = runner
-        runner.set_condition(cond, cond_mask)
+            self._runners[key] = runner  # built for this condition: nothing to set
+        else:
+            runner.set_condition(cond, cond_mask)
         return runner
 
     @property
