@@ -26,14 +26,16 @@ if wants tests; then
         tests/test_text.py tests/test_bench_roofline.py -p no:cacheprovider 2>&1 | tee "$OUT/gpu-tests.log" | tail -4
 fi
 if wants sample; then
-    timeout "${SAMPLE_S:-210}" $PY bench/sample.py --device cuda --text-encoder "$ENCODER" --compile \
-        --budget-s "${SAMPLE_BUDGET_S:-150}" --out "$OUT/sample-cuda.json" 2>&1 | grep -v '^{'
+    timeout "${SAMPLE_S:-280}" $PY bench/sample.py --device cuda --text-encoder "$ENCODER" --compile \
+        --budget-s "${SAMPLE_BUDGET_S:-220}" --out "$OUT/sample-cuda.json" 2>&1 | grep -v '^{'
 fi
 if wants profile; then
     timeout "${PROFILE_S:-90}" $PY bench/profile_step.py --device cuda --batch 1024 \
         --out "$OUT/profile-step-cuda.json" 2>&1 | grep -v -e '^{' -e '^USDT'
     timeout "${PROFILE_S:-90}" $PY bench/profile_step.py --device cuda --batch 1 \
         --out "$OUT/profile-step-cuda-batch1.json" 2>&1 | grep -v -e '^{' -e '^USDT'
+    timeout "${PROFILE_S:-90}" $PY bench/profile_step.py --device cuda --batch 1024 --bf16-all --no-mdm \
+        --out "$OUT/profile-step-cuda-bf16-all.json" 2>&1 | grep -v -e '^{' -e '^USDT'
 fi
 if wants ab; then  # the sampling code of .devcache/base's revision against this tree, in one process
     timeout "${AB_S:-150}" $PY bench/ab_revisions.py --base-tree .devcache/base --device cuda \
@@ -43,7 +45,7 @@ if wants quality; then
     timeout "${QUALITY_S:-200}" $PY bench/sample_quality.py run --pack .devcache/quality-pack.npz --device cuda \
         --text-encoder "$ENCODER" --batch 512 --replications 10 --out "$OUT/quality-cuda.json" \
         --row ddpm:50:none --row ddpm:50:bf16+graph --row ddpm:20:bf16+graph --row ddim:20:bf16+graph \
-        --row ddpm:10:bf16+graph --row dpm-sde:10:bf16+graph 2>&1 | tail -9
+        --row ddpm:10:bf16+graph --row dpm-sde:10:bf16+graph --row ddpm:20:bf16-all+graph 2>&1 | tail -10
 fi
 if wants train; then
     timeout "${TRAIN_S:-100}" $PY bench/train.py --data .devcache/train-pack.npz --device cuda --steps 40 \

@@ -171,6 +171,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--float32", action="store_true", help="no bf16 autocast")
+    parser.add_argument(
+        "--bf16-all", action="store_true", help="the step all in bf16, no autocast (Acceleration.bf16_all)"
+    )
     parser.add_argument("--peak-tflops", type=float, default=None, help="default: measured here (GPU)")
     parser.add_argument("--bandwidth-tbs", type=float, default=None, help="default: the datasheet's")
     parser.add_argument("--no-mdm", action="store_true")
@@ -190,9 +193,10 @@ def main() -> int:
     models: dict[str, torch.nn.Module] = {"mofusion default (packaged)": pipe.model.float()}
     if not args.no_mdm:
         models["MDM-sized transformer"] = MDMReference(FEATURES).eval()
+    precision = "bf16 throughout (bf16-all)" if args.bf16_all else "bf16 autocast" if bf16 else "float32"
     result: dict[str, Any] = {
         "machine": name, "torch": torch.__version__, "batch": args.batch, "frames": args.frames,
-        "precision": "bf16 autocast" if bf16 else "float32", "peak_tflops": peak,
+        "precision": precision, "peak_tflops": peak,
         "bandwidth_tbs": bandwidth, "models": {},
     }  # fmt: skip
     for label, model in models.items():
@@ -202,7 +206,9 @@ def main() -> int:
             two = trace_step(model, pipe, 2, args.frames)
             bound = by_category(at_batch(one, two, args.batch), peak * 1e12, bandwidth * 1e12)
         model = model.to(device)
-        runner = step_runner(model, pipe, args.batch, args.frames, device, bf16)
+        # the MDM-sized reference has no sampling cache, which bf16-all needs: it stays on autocast
+        whole = args.bf16_all and hasattr(model, "precompute")
+        runner = step_runner(model, pipe, args.batch, args.frames, device, bf16, bf16_all=whole)
         row = profile_steps(runner, device, args.warmup, args.steps)
         row["bound_ms_per_step_by_category"] = bound
         result["models"][label] = row

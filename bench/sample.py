@@ -373,6 +373,7 @@ def main() -> int:
         bench.latency("ours: + bf16 only", ours, "bf16")
         bench.latency("ours: + CUDA graph only", ours, "graph")
         bench.latency("ours: bf16 + CUDA graph", ours, "bf16+graph")
+        bench.latency("ours: bf16 throughout (bf16-all) + CUDA graph", ours, "bf16-all+graph")
         bench.latency("ours: CUDA graph, DDPM 20", ours, "graph", "ddpm", 20)
         bench.latency("ours: bf16 + CUDA graph, DDPM 20", ours, "bf16+graph", "ddpm", 20)
         bench.latency("ours: CUDA graph, DDPM 10", ours, "graph", "ddpm", 10)
@@ -391,10 +392,12 @@ def main() -> int:
             bench.latency("MDM-sized: bf16 + compile + CUDA graph", mdm, "bf16+compile+graph")
         bench.throughput(ours, "graph", batches)
         bench.throughput(ours, "bf16+graph", batches)
+        bench.throughput(ours, "bf16-all+graph", batches)
         bench.throughput(mdm, "bf16+graph", batches)
         if args.compile:
             bench.throughput(ours, "bf16+compile+graph", [max(batches)])
             bench.throughput(mdm, "bf16+compile+graph", [max(batches)])
+            bench.throughput(ours, "bf16-all+compile+graph", [max(batches)])
     else:
         batches = args.batches or [1, 4]
         bench.latency("ours: eager loop (before)", ours, "eager")

@@ -3,6 +3,8 @@ for both samplers, with and without guidance and clipping; bf16 close to float32
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -120,6 +122,56 @@ def test_bf16_stays_close_to_float32() -> None:
     assert 0 < relative < 0.05
 
 
+def test_bf16_all_runs_the_step_in_bfloat16_without_casts() -> None:
+    """bf16-all: the step's model is bfloat16 throughout and its tables bfloat16, so nothing in the
+    step is cast but the input (on a GPU, autocast casts around every normalisation and softmax);
+    the samples stay close to float32's, for a text and a music model."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.names: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            self.names.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    music_cfg = DenoiserConfig(feature_dim=12, channels=[16, 32], cond_dim=16, heads=2, cond_input_dim=5,
+                               cond_aligned=True, cond_pooled=True, dropout=0.0)  # fmt: skip
+    music = MotionUNet1D(music_cfg).eval()
+    with torch.no_grad():
+        for p in music.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    mask[1, 2:] = False
+    sampler = make_sampler(
+        NoiseSchedule(DiffusionConfig(num_steps=100)), "ddpm", 10, 0.0, torch.full((12,), 2.0)
+    )
+    for model, cond, cond_mask in (
+        (_model(), torch.randn(2, 4, 8), mask),
+        (music, torch.randn(2, 16, 5), None),
+    ):
+        exact = StepRunner(model, sampler, (2, 12, 16), cond, cond_mask, 2.0, Acceleration())
+        every = StepRunner(
+            model, sampler, (2, 12, 16), cond, cond_mask, 2.0, Acceleration(bf16=True, bf16_all=True)
+        )
+        assert all(p.dtype == torch.bfloat16 for p in every.model.parameters())
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        assert every.cache is not None and every.cache.time_table.dtype == torch.bfloat16
+        got, expected = every.run(make_generator(3)), exact.run(make_generator(3))
+        assert got.dtype == torch.float32  # the sampler's state stays float32
+        assert 0 < float((got - expected).norm() / expected.norm()) < 0.05
+        every.step_index.fill_(4)
+        with torch.no_grad(), Ops() as ops:
+            every._run_step()
+        assert ops.names.count("aten._to_copy.default") == 1  # x, once
+    with pytest.raises(MofusionError, match="sampling cache"):
+        StepRunner(_Uncached(_model()), sampler, (2, 12, 16), torch.randn(2, 4, 8), mask, 2.0,
+                   Acceleration(bf16=True, bf16_all=True))  # fmt: skip
+
+
 def test_acceleration_parsing() -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert Acceleration.parse("auto", cpu) == Acceleration(runner=True)  # the step runner, float32
@@ -128,6 +180,10 @@ def test_acceleration_parsing() -> None:
     assert gpu.cuda_graph and not gpu.compile
     assert not gpu.for_batch(1).bf16 and gpu.for_batch(64).bf16 and gpu.for_batch(1024).bf16
     assert Acceleration.parse("bf16+compile", cpu) == Acceleration(runner=True, bf16=True, compile=True)
+    every = Acceleration.parse("bf16-all+graph", cuda)
+    assert every == Acceleration(runner=True, bf16=True, cuda_graph=True, bf16_all=True)
+    below = replace(every, bf16_min_batch=64).for_batch(16)
+    assert not below.bf16 and not below.bf16_all and replace(every, bf16_min_batch=64).for_batch(64).bf16_all
     assert not Acceleration.parse("none", cuda).any
     with pytest.raises(MofusionError, match="CUDA graphs"):
         Acceleration.parse("graph", cpu)
@@ -161,14 +217,18 @@ def test_cuda_graph_equals_the_eager_loop_on_gpu() -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("bf16", [False, True])
-def test_condition_graph_takes_a_new_prompt_on_gpu(bf16: bool) -> None:
+@pytest.mark.parametrize("precision", ["float32", "bf16", "bf16-all"])
+def test_condition_graph_takes_a_new_prompt_on_gpu(precision: str) -> None:
     """A graphed runner given another prompt (masked, and a song for a music model) replays its
-    condition graph: the same samples as a runner built for that prompt."""
+    condition graph: the same samples as a runner built for that prompt; in bf16-all, close to
+    float32's too."""
     torch.manual_seed(0)
     music_cfg = DenoiserConfig(feature_dim=12, channels=[16, 32], cond_dim=16, heads=2, cond_input_dim=5,
                                cond_aligned=True, cond_pooled=True, dropout=0.0)  # fmt: skip
     music = MotionUNet1D(music_cfg).to("cuda").eval()
+    with torch.no_grad():  # zero-initialised outputs would hide the condition
+        for p in music.parameters():
+            p.add_(0.05 * torch.randn_like(p))
     schedule = NoiseSchedule(DiffusionConfig(num_steps=100), "cuda")
     sampler = make_sampler(schedule, "ddpm", 10, 0.0, torch.full((12,), 2.0))
     mask = torch.ones(2, 5, dtype=torch.bool, device="cuda")
@@ -178,7 +238,9 @@ def test_condition_graph_takes_a_new_prompt_on_gpu(bf16: bool) -> None:
         (music, torch.randn(2, 16, 5, device="cuda"), torch.randn(2, 16, 5, device="cuda"), None),
     ]
     for model, first, second, cond_mask in cases:
-        acceleration = Acceleration(bf16=bf16, cuda_graph=True)
+        acceleration = Acceleration(
+            bf16=precision != "float32", bf16_all=precision == "bf16-all", cuda_graph=True
+        )
         runner = StepRunner(model, sampler, (2, 12, 16), first, cond_mask, 2.5, acceleration)
         assert runner.condition_graph is not None
         runner.set_condition(second, cond_mask)
@@ -190,6 +252,8 @@ def test_condition_graph_takes_a_new_prompt_on_gpu(bf16: bool) -> None:
         got, expected = runner.run(make_generator(3, "cuda")), back.run(make_generator(3, "cuda"))
         assert float((got - expected).norm() / expected.norm()) < 1e-3
         assert float((got - fresh.run(make_generator(3, "cuda"))).norm() / expected.norm()) > 1e-2
+        exact = StepRunner(model, sampler, (2, 12, 16), first, cond_mask, 2.5, Acceleration(cuda_graph=True))
+        assert float((got - exact.run(make_generator(3, "cuda"))).norm() / expected.norm()) < 0.05
 
 
 def test_graphed_parts_make_no_tensor_from_host_data() -> None:
@@ -221,7 +285,7 @@ def test_graphed_parts_make_no_tensor_from_host_data() -> None:
         NoiseSchedule(DiffusionConfig(num_steps=50)), "dpm-sde", 5, 0.0, torch.full((12,), 2.0)
     )
     for model, cond, cond_mask in cases:
-        for acceleration in (Acceleration(), Acceleration(bf16=True)):
+        for acceleration in (Acceleration(), Acceleration(bf16=True), Acceleration(bf16=True, bf16_all=True)):
             runner = StepRunner(model, sampler, (2, 12, 16), cond, cond_mask, 2.5, acceleration)
             with torch.no_grad(), Ops() as ops:
                 runner._run_step()

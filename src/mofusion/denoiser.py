@@ -154,7 +154,10 @@ class CrossAttention1D(nn.Module):
     def prompt_tensors(self, cond: Tensor, cond_mask: Tensor | None) -> tuple[Tensor, ...]:
         """What this block computes from the condition alone, once per prompt for a sampling loop.
 
-        Aligned frames (music): the keys and values. Tokens (text): the query projection, the keys,
+        Aligned frames (music): the keys, the values and the distance penalty for this stage's
+        frames (the condition runs at the motion's frame rate, so the stage has ``L / stride``
+        frames; :meth:`forward` makes it afresh for any other length). Tokens (text): the query
+        projection, the keys,
         the scale and the mask folded into the logits' weights ``(B, H * L, C)`` and bias
         ``(B, H * L, 1)``, and the values, the output projection and its bias folded into
         ``(B, C, H * L)``, so that a step is ``x + values @ softmax(weights @ norm(x) + bias)``
@@ -165,7 +168,9 @@ class CrossAttention1D(nn.Module):
         for 12 tokens against C * C for the query projection)."""
         k, v = self.keys_values(cond)  # (B, H, L, d)
         if self.aligned:
-            return k, v
+            mask = None if cond_mask is None else cond_mask[:, None, None, :]
+            frames = k.shape[2]
+            return k, v, self._distance_bias(max(1, frames // self.stride), frames, k.dtype, k.device, mask)
         b, heads, length, d = k.shape
         c = heads * d
         scale = d**-0.5
@@ -197,11 +202,14 @@ class CrossAttention1D(nn.Module):
         if prompt is None:
             assert cond is not None
             prompt = self.keys_values(cond)
-        k, v = prompt
+        k, v, *made = prompt
         q = q.reshape(b, t, self.heads, c // self.heads).transpose(1, 2)
         attn_mask = None if cond_mask is None else cond_mask[:, None, None, :]
         if self.aligned:
-            attn_mask = self._distance_bias(t, k.shape[2], q.dtype, q.device, attn_mask)
+            if made and made[0].shape[-2] == t and made[0].dtype == q.dtype:
+                attn_mask = made[0]  # the distance penalty, made once per prompt
+            else:
+                attn_mask = self._distance_bias(t, k.shape[2], q.dtype, q.device, attn_mask)
         h = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         h = self.out(h.transpose(1, 2).reshape(b, t, c))
         return x + h.transpose(1, 2)
@@ -265,7 +273,8 @@ class SamplingCache:
     """How ``time_table``'s columns split into those parts (in forward order)."""
     prompt: list[tuple[Tensor, ...]]
     """Per stage (down stages, then up stages): its cross-attention's
-    :meth:`CrossAttention1D.prompt_tensors`."""
+    :meth:`CrossAttention1D.prompt_tensors` (folded tokens, or an aligned condition's keys, values
+    and distance penalty)."""
     cond_mask: Tensor | None
     cond_bias: Tensor | None = None
     """``(B, c_1)``: the pooled condition's bias of the first stage (``cond_pooled`` models)."""

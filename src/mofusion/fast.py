@@ -45,6 +45,14 @@ class Acceleration:
     bf16: bool = False
     compile: bool = False
     cuda_graph: bool = False
+    bf16_all: bool = False
+    """With ``bf16``: the step's normalisations, softmax and elementwise operations in bfloat16
+    too (the runner's model copy entirely in bfloat16, no autocast in the step). CUDA's autocast
+    runs normalisations and softmax in float32 between bfloat16 convolutions, so each is cast up
+    and back: casts took 5.9 of a bf16 step's 32.4 ms at batch 1024 on an H200, whose step ran 190
+    operations with device time against the 89 that the CPU traces
+    (bench/results/profile-step-cuda-h200.json). Not measured on a GPU yet, so not a default;
+    ``bf16-all`` in :meth:`parse`. Needs a model with a sampling cache."""
     bf16_min_batch: int = 1
     """bf16 only from this batch on: below it the casts cost more than they save (a CUDA graph of
     the default model at batch 1 runs 40 ms in float32 and 47 ms in bf16, at batch 1024 555 against
@@ -57,26 +65,35 @@ class Acceleration:
 
     def for_batch(self, batch: int) -> Acceleration:
         """The settings for one batch size (bf16 resolved against :attr:`bf16_min_batch`)."""
-        return replace(self, bf16=self.bf16 and batch >= self.bf16_min_batch, bf16_min_batch=1)
+        bf16 = self.bf16 and batch >= self.bf16_min_batch
+        return replace(self, bf16=bf16, bf16_all=self.bf16_all and bf16, bf16_min_batch=1)
 
     @classmethod
     def parse(cls, text: str, device: torch.device) -> Acceleration:
         """``auto`` (the measured best for the device, see bench/sample.py), ``none``, or a
-        ``+``-joined list of ``runner``, ``bf16``, ``compile``, ``graph``."""
+        ``+``-joined list of ``runner``, ``bf16``, ``bf16-all`` (bf16 without autocast in the step,
+        see :attr:`bf16_all`), ``compile``, ``graph``."""
         text = text.strip().lower()
         if text == "auto":
             return cls.default_for(device)
         if text in ("none", "", "eager"):
             return cls()
         parts = set(text.split("+"))
-        unknown = parts - {"runner", "bf16", "compile", "graph"}
+        unknown = parts - {"runner", "bf16", "bf16-all", "compile", "graph"}
         if unknown:
             raise MofusionError(
-                f"unknown acceleration {', '.join(sorted(unknown))} (runner, bf16, compile, graph)"
+                f"unknown acceleration {', '.join(sorted(unknown))} (runner, bf16, bf16-all, compile, graph)"
             )
         if "graph" in parts and device.type != "cuda":
             raise MofusionError("CUDA graphs need a CUDA device")
-        return cls(runner=True, bf16="bf16" in parts, compile="compile" in parts, cuda_graph="graph" in parts)
+        every = "bf16-all" in parts
+        return cls(
+            runner=True,
+            bf16="bf16" in parts or every,
+            compile="compile" in parts,
+            cuda_graph="graph" in parts,
+            bf16_all=every,
+        )
 
     @classmethod
     def default_for(cls, device: torch.device) -> Acceleration:
@@ -187,8 +204,15 @@ class StepRunner:
         self.x0 = torch.zeros(shape, device=device)
         # the condition is prepared (encoded) in float32, as the eager loop does, by the model as given
         self.prepare = prepare
-        self.model = bf16_weights(model) if acceleration.bf16 else model
-        model = self.model
+        self.all_bf16 = acceleration.bf16 and acceleration.bf16_all
+        if self.all_bf16 and not hasattr(model, "precompute"):
+            raise MofusionError("bf16-all needs a model with a sampling cache (this one: use bf16)")
+        # the step and prompt tables are made by a copy with bf16 weights under autocast (the
+        # normalisations of the prompt's keys in float32); with bf16-all the step runs a copy that
+        # is bfloat16 throughout, without autocast
+        self.table_model = bf16_weights(model) if acceleration.bf16 else model
+        self.model = deepcopy(model).to(torch.bfloat16) if self.all_bf16 else self.table_model
+        model = self.table_model
         # the step-only and condition-only parts of the model (step embeddings, what each
         # cross-attention takes from the condition), once for the whole loop instead of at every step
         self.cache = None
@@ -250,7 +274,9 @@ class StepRunner:
         x0_into = self.x0 if in_place and not self.multistep else None
         x_into = self.x if in_place else None
         guided = self.cache is not None and self.copies == 2
-        with self._autocast():
+        # bf16-all: the model is bfloat16 throughout and casts x itself; its tables were made
+        # under autocast (bfloat16 too), so nothing in the step is cast
+        with nullcontext() if self.all_bf16 else self._autocast():
             if self.cache is not None:  # the model copies x itself where the condition starts to act
                 out = self.model(
                     x,
@@ -361,8 +387,8 @@ class StepRunner:
             self.cond_mask.copy_(cond_mask)
         if self.cache is not None:  # the step tables stay; only the prompt's keys and values change
             with self._autocast():
-                fresh = self.model.condition_prompt(self.cond, self.cond_mask)  # type: ignore[operator]
-                bias = self.model.condition_bias(self.cond, self.cond_mask)  # type: ignore[operator]
+                fresh = self.table_model.condition_prompt(self.cond, self.cond_mask)  # type: ignore[operator]
+                bias = self.table_model.condition_bias(self.cond, self.cond_mask)  # type: ignore[operator]
             for held, new in zip(self.cache.prompt, fresh, strict=True):
                 for old, value in zip(held, new, strict=True):
                     old.copy_(value)
