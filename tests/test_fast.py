@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from mofusion.config import DenoiserConfig, DiffusionConfig
 from mofusion.denoiser import MotionUNet1D
@@ -25,6 +26,30 @@ def _model(device: str = "cpu") -> MotionUNet1D:
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     return model
+
+
+def _music_model(device: str = "cpu") -> MotionUNet1D:
+    """A small music model: an aligned, pooled condition of 5-wide frames."""
+    torch.manual_seed(0)
+    cfg = DenoiserConfig(feature_dim=12, channels=[16, 32], cond_dim=16, heads=2, cond_input_dim=5,
+                         cond_aligned=True, cond_pooled=True, dropout=0.0)  # fmt: skip
+    model = MotionUNet1D(cfg).to(device).eval()
+    with torch.no_grad():  # zero-initialised outputs would hide the condition
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+class _OpNames(TorchDispatchMode):
+    """Records the name of every ATen operation dispatched inside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        self.names.append(str(func))
+        return func(*args, **(kwargs or {}))
 
 
 def _eager(model, sampler, shape, cond, mask, scale, seed):
@@ -126,24 +151,7 @@ def test_bf16_all_runs_the_step_in_bfloat16_without_casts() -> None:
     """bf16-all: the step's model is bfloat16 throughout and its tables bfloat16, so nothing in the
     step is cast but the input (on a GPU, autocast casts around every normalisation and softmax);
     the samples stay close to float32's, for a text and a music model."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Ops(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.names: list[str] = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-            self.names.append(str(func))
-            return func(*args, **(kwargs or {}))
-
-    torch.manual_seed(0)
-    music_cfg = DenoiserConfig(feature_dim=12, channels=[16, 32], cond_dim=16, heads=2, cond_input_dim=5,
-                               cond_aligned=True, cond_pooled=True, dropout=0.0)  # fmt: skip
-    music = MotionUNet1D(music_cfg).eval()
-    with torch.no_grad():
-        for p in music.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    music = _music_model()
     mask = torch.ones(2, 4, dtype=torch.bool)
     mask[1, 2:] = False
     sampler = make_sampler(
@@ -164,7 +172,7 @@ def test_bf16_all_runs_the_step_in_bfloat16_without_casts() -> None:
         assert got.dtype == torch.float32  # the sampler's state stays float32
         assert 0 < float((got - expected).norm() / expected.norm()) < 0.05
         every.step_index.fill_(4)
-        with torch.no_grad(), Ops() as ops:
+        with torch.no_grad(), _OpNames() as ops:
             every._run_step()
         assert ops.names.count("aten._to_copy.default") == 1  # x, once
     with pytest.raises(MofusionError, match="sampling cache"):
@@ -222,13 +230,7 @@ def test_condition_graph_takes_a_new_prompt_on_gpu(precision: str) -> None:
     """A graphed runner given another prompt (masked, and a song for a music model) replays its
     condition graph: the same samples as a runner built for that prompt; in bf16-all, close to
     float32's too."""
-    torch.manual_seed(0)
-    music_cfg = DenoiserConfig(feature_dim=12, channels=[16, 32], cond_dim=16, heads=2, cond_input_dim=5,
-                               cond_aligned=True, cond_pooled=True, dropout=0.0)  # fmt: skip
-    music = MotionUNet1D(music_cfg).to("cuda").eval()
-    with torch.no_grad():  # zero-initialised outputs would hide the condition
-        for p in music.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    music = _music_model("cuda")
     schedule = NoiseSchedule(DiffusionConfig(num_steps=100), "cuda")
     sampler = make_sampler(schedule, "ddpm", 10, 0.0, torch.full((12,), 2.0))
     mask = torch.ones(2, 5, dtype=torch.bool, device="cuda")
@@ -262,32 +264,15 @@ def test_graphed_parts_make_no_tensor_from_host_data() -> None:
     aligned music model's distance penalty did, so its graphs failed). Checked here on the CPU,
     where the same code dispatches ``aten.lift_fresh`` for such a tensor (a scalar assigned into a
     slice too: then only a fill, but one rule is simpler to keep)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Ops(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.names: list[str] = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-            self.names.append(str(func))
-            return func(*args, **(kwargs or {}))
-
-    torch.manual_seed(0)
-    music_cfg = DenoiserConfig(feature_dim=12, channels=[16, 32], cond_dim=16, heads=2, cond_input_dim=5,
-                               cond_aligned=True, cond_pooled=True, dropout=0.0)  # fmt: skip
     mask = torch.ones(2, 5, dtype=torch.bool)
-    cases = [
-        (_model(), torch.randn(2, 5, 8), mask),
-        (MotionUNet1D(music_cfg).eval(), torch.randn(2, 16, 5), None),
-    ]
+    cases = [(_model(), torch.randn(2, 5, 8), mask), (_music_model(), torch.randn(2, 16, 5), None)]
     sampler = make_sampler(
         NoiseSchedule(DiffusionConfig(num_steps=50)), "dpm-sde", 5, 0.0, torch.full((12,), 2.0)
     )
     for model, cond, cond_mask in cases:
         for acceleration in (Acceleration(), Acceleration(bf16=True), Acceleration(bf16=True, bf16_all=True)):
             runner = StepRunner(model, sampler, (2, 12, 16), cond, cond_mask, 2.5, acceleration)
-            with torch.no_grad(), Ops() as ops:
+            with torch.no_grad(), _OpNames() as ops:
                 runner._run_step()
                 runner._refresh_condition()
             assert ops.names, "nothing was dispatched"
@@ -331,13 +316,7 @@ def test_bf16_weights_compute_what_autocast_does() -> None:
 
 def test_bf16_runner_of_a_music_model() -> None:
     """A music model's condition encoder runs in float32 before the bf16 step, as in the eager loop."""
-    torch.manual_seed(0)
-    cfg = DenoiserConfig(feature_dim=12, channels=[16, 32], cond_dim=16, heads=2, cond_input_dim=5,
-                         cond_aligned=True, cond_pooled=True, dropout=0.0)  # fmt: skip
-    model = MotionUNet1D(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    model = _music_model()
     sampler = make_sampler(NoiseSchedule(DiffusionConfig(num_steps=50)), "ddpm", 5)
     music = torch.randn(2, 16, 5)
     exact = StepRunner(model, sampler, (2, 12, 16), music, None, 2.0, Acceleration()).run(make_generator(2))

@@ -157,15 +157,14 @@ class CrossAttention1D(nn.Module):
         Aligned frames (music): the keys, the values and the distance penalty for this stage's
         frames (the condition runs at the motion's frame rate, so the stage has ``L / stride``
         frames; :meth:`forward` makes it afresh for any other length). Tokens (text): the query
-        projection, the keys,
-        the scale and the mask folded into the logits' weights ``(B, H * L, C)`` and bias
-        ``(B, H * L, 1)``, and the values, the output projection and its bias folded into
-        ``(B, C, H * L)``, so that a step is ``x + values @ softmax(weights @ norm(x) + bias)``
-        (:meth:`forward` with ``prompt``): two matrix products instead of the query projection,
-        the mask's conversion, the attention and the output projection. Exact, since
-        ``q . k = (k W_q) . norm(x) + k . b_q``, and since each head's weights sum to one, so the
-        output bias can ride on the values. For a short prompt it is also fewer FLOPs (H * L = 48
-        for 12 tokens against C * C for the query projection)."""
+        projection, the keys, the scale and the mask folded into the logits' weights
+        ``(B, H * L, C)`` and bias ``(B, H * L, 1)``, and the values, the output projection and its
+        bias folded into ``(B, C, H * L)``, so that a step is
+        ``x + values @ softmax(weights @ norm(x) + bias)`` (:meth:`forward` with ``prompt``): two
+        matrix products instead of the query projection, the mask's conversion, the attention and
+        the output projection. Exact, since ``q . k = (k W_q) . norm(x) + k . b_q``, and since each
+        head's weights sum to one, so the output bias can ride on the values. For a short prompt it
+        is also fewer FLOPs (H * L = 48 for 12 tokens against C * C for the query projection)."""
         k, v = self.keys_values(cond)  # (B, H, L, d)
         if self.aligned:
             mask = None if cond_mask is None else cond_mask[:, None, None, :]

@@ -232,16 +232,11 @@ class BertTextEncoder:
             return outputs[0].clone(), outputs[1].clone()
 
     def _capture(self, ids: Tensor, mask: Tensor) -> _GraphedPass | None:
+        from .fast import capture_graph
+
         try:
             with torch.cuda.device(ids.device):
-                side = torch.cuda.Stream()
-                side.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(side):  # warm-up: cuBLAS handles and workspaces, outside the graph
-                    self._forward(ids, mask)
-                torch.cuda.current_stream().wait_stream(side)
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
-                    outputs = self._forward(ids, mask)
+                graph, outputs = capture_graph(lambda: self._forward(ids, mask))
         except RuntimeError as exc:
             warnings.warn(f"text encoder: no CUDA graph ({exc}); encoding eagerly", stacklevel=3)
             return None

@@ -23,13 +23,15 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from copy import deepcopy
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from .diffusion import Sampler, StepCoefficients, StepOutput
 from .errors import MofusionError
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,22 @@ class Acceleration:
         if device.type == "cuda":
             return cls(runner=True, bf16=True, cuda_graph=True, bf16_min_batch=64)
         return cls(runner=True)
+
+
+def capture_graph(fn: Callable[[], _T], warmup: int = 1) -> tuple[torch.cuda.CUDAGraph, _T]:
+    """``fn`` captured as a CUDA graph, after ``warmup`` calls on a side stream (cuDNN and cuBLAS
+    plans and workspaces, compilation: what must not happen inside a capture), and what the
+    captured call returned: tensors in the graph's memory, rewritten by each replay."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph, out
 
 
 def bf16_weights(model: nn.Module) -> nn.Module:
@@ -327,28 +345,12 @@ class StepRunner:
 
     @torch.no_grad()
     def _capture(self) -> None:
-        # warm up on a side stream (cuDNN/cuBLAS plans, compilation), then capture one step
-        self.x.normal_()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                self._run_step()
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self._run_step()
-        if self.given_cond is None:
-            return
-        # a new prompt's condition: hundreds of small operations (the condition prepared, each
-        # cross-attention's keys and values), one replay instead of as many launches from Python
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            self._refresh_condition()
-        torch.cuda.current_stream().wait_stream(side)
-        self.condition_graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.condition_graph):
-            self._refresh_condition()
+        self.x.normal_()  # the warm-up steps run on finite values
+        self.graph, _ = capture_graph(self._run_step, warmup=3)
+        if self.given_cond is not None:
+            # a new prompt's condition: hundreds of small operations (the condition prepared, each
+            # cross-attention's keys and values), one replay instead of as many launches from Python
+            self.condition_graph, _ = capture_graph(self._refresh_condition)
 
     def set_condition(self, cond: Tensor | None, cond_mask: Tensor | None) -> None:
         """New condition tokens of the shape this runner was built for (a new prompt, same graph)."""
