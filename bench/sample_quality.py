@@ -13,7 +13,11 @@ the evaluator's embeddings of the real test motions (FID's reference). ``run`` d
 replication's captions and R-Precision pools exactly as ``mofusion evaluate text`` does (same seeds,
 so the rows are comparable with bench/results/bandai-text/text-eval-test.json), generates with the
 packaged model under each row's sampler and acceleration, and scores the motions. A row is
-``sampler:steps:acceleration`` (acceleration as in :class:`mofusion.fast.Acceleration`). The
+``sampler:steps:acceleration`` (acceleration as in :class:`mofusion.fast.Acceleration`), or
+``sampler:steps:acceleration:spacing`` with the sampler's steps placed otherwise than evenly
+(``power<p>``: ``(T - 1) u^p`` for ``u`` evenly in [0, 1], p > 1 denser at low noise; ``log-snr``:
+evenly in log signal-to-noise ratio; ``karras<rho>``: Karras et al.'s noise levels; an experiment of
+this bench, not a library option: the library spaces steps evenly). The
 JSON keeps each replication's figures and, for every row after the first, the mean difference to
 the first row per replication with its interval (the rows share texts, pools and seeds).
 """
@@ -24,11 +28,14 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 
+import mofusion.diffusion
 from mofusion._io import atomic_path, atomic_write_json
 from mofusion.checkpoint import default_checkpoint
 from mofusion.config import DataConfig
@@ -38,6 +45,52 @@ from mofusion.evaluator import load_evaluator
 from mofusion.metrics.text import diversity, fid, make_pools, mean_ci, mm_dist, r_precision
 from mofusion.pipeline import MotionPipeline
 from mofusion.text_evaluation import DIVERSITY_TIMES, POOL_SIZE, ModelRow, _generate, _items
+
+SPACINGS = ("uniform", "power<p>", "log-snr", "karras<rho>")
+EVEN_SPACING = mofusion.diffusion.spaced_timesteps
+
+
+def spaced_steps(spacing: str, alpha_bar: np.ndarray, num_steps: int, last_step: int = 0) -> np.ndarray:
+    """``num_steps`` descending steps from ``T - 1`` to ``last_step`` placed by ``spacing`` (one of
+    :data:`SPACINGS`; ``uniform`` is the library's :func:`mofusion.diffusion.spaced_timesteps`) on
+    a schedule of ``T`` steps with cumulative products ``alpha_bar``. Steps that round to the same
+    one are kept once."""
+    total = len(alpha_bar)
+    uniform = EVEN_SPACING(total, num_steps, last_step)
+    if spacing == "uniform" or num_steps < 3:
+        return uniform
+    u = np.linspace(0.0, 1.0, num_steps)
+    index = np.arange(total)
+    if spacing.startswith("power"):
+        t = last_step + (total - 1 - last_step) * u ** float(spacing.removeprefix("power"))
+    elif spacing == "log-snr":
+        snr = 0.5 * np.log(alpha_bar / (1 - alpha_bar))  # decreasing in t
+        t = np.interp(-np.linspace(snr[last_step], snr[-1], num_steps), -snr, index)
+    elif spacing.startswith("karras"):
+        rho = float(spacing.removeprefix("karras"))
+        sigma = np.sqrt((1 - alpha_bar) / alpha_bar)  # increasing in t
+        lo, hi = sigma[last_step] ** (1 / rho), sigma[-1] ** (1 / rho)
+        t = np.interp((lo + u * (hi - lo)) ** rho, sigma, index)
+    else:
+        raise ValueError(f"unknown spacing {spacing!r} ({', '.join(SPACINGS)})")
+    steps = np.round(t).astype(np.int64)
+    steps[0], steps[-1] = last_step, total - 1
+    return np.unique(steps)[::-1].copy()
+
+
+@contextmanager
+def spacing_of(spacing: str, alpha_bar: np.ndarray) -> Iterator[None]:
+    """Samplers made inside place their steps by ``spacing`` (see :func:`spaced_steps`)."""
+
+    def spaced(total: int, num_steps: int, last_step: int = 0) -> np.ndarray:
+        assert total == len(alpha_bar)
+        return spaced_steps(spacing, alpha_bar, num_steps, last_step)
+
+    mofusion.diffusion.spaced_timesteps = spaced  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        mofusion.diffusion.spaced_timesteps = EVEN_SPACING
 
 
 def pack(args: argparse.Namespace) -> None:
@@ -63,12 +116,16 @@ def run(args: argparse.Namespace) -> None:
     labels, captions = meta["labels"], meta["captions"]
     evaluator = load_evaluator(None)
     rows: list[tuple[str, ModelRow]] = []
+    spacings: dict[str, str] = {}
     for spec in args.row:
-        kind, steps, how = spec.split(":")
+        kind, steps, how, *spacing = spec.split(":")
+        if spacing and spacing[0] != "uniform":
+            spaced_steps(spacing[0], np.linspace(0.99, 0.01, 10), 5)  # an unknown one fails here, not later
         pipe = MotionPipeline.from_checkpoint(args.checkpoint or default_checkpoint(), device, how)
         if args.text_encoder:
             pipe.config = pipe.config.updated({"condition": {"text_encoder": args.text_encoder}})
         rows.append((spec, ModelRow(spec, pipe, kind, int(steps))))
+        spacings[spec] = spacing[0] if spacing else "uniform"
     encoder_pipe = rows[0][1].pipe
     results: dict[str, list[dict[str, float]]] = {spec: [] for spec, _ in rows}
     seconds: dict[str, float] = {spec: 0.0 for spec, _ in rows}
@@ -83,7 +140,8 @@ def run(args: argparse.Namespace) -> None:
             text_emb = evaluator.embed_text(pooled.half().float()).numpy().astype(np.float64)
         for spec, row in rows:
             start = time.perf_counter()
-            motions = _generate(row, texts, lengths, args.seed * 100 + r, args.batch)
+            with spacing_of(spacings[spec], np.asarray(row.pipe.schedule.alpha_bar64)):
+                motions = _generate(row, texts, lengths, args.seed * 100 + r, args.batch)
             seconds[spec] += time.perf_counter() - start
             with torch.no_grad():
                 emb = evaluator.embed_motions(motions).numpy().astype(np.float64)
