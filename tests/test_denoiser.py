@@ -1,8 +1,9 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mofusion.config import DenoiserConfig
-from mofusion.denoiser import MotionUNet1D, timestep_embedding
+from mofusion.denoiser import MotionUNet1D, nearest_upsample_kernel, timestep_embedding
 from mofusion.errors import MofusionError
 
 
@@ -124,3 +125,17 @@ def test_copies_of_the_input_run_the_condition_free_part_once(pooled: bool) -> N
     assert torch.allclose(guided, once[2:] + 2.5 * (once[:2] - once[2:]), atol=1e-5)
     with pytest.raises(MofusionError, match="copies=2"):
         model(x, None, cache=cache, step=torch.tensor([0]), guidance=2.5)
+
+
+def test_nearest_upsample_kernel_equals_doubling_then_convolving() -> None:
+    # by hand: w = [1, 2, 3], h = [1, 10] doubled to [1, 1, 10, 10], convolved with zero padding:
+    # 2 + 3, 1 + 2 + 30, 1 + 20 + 30, 10 + 20; the kernel is [w2, w1 + w2, w0 + w1, w0]
+    weight = torch.tensor([[[1.0, 2.0, 3.0]]])
+    kernel = nearest_upsample_kernel(weight)
+    assert kernel.tolist() == [[[3.0, 5.0, 3.0, 1.0]]]
+    h = torch.tensor([[[1.0, 10.0]]])
+    assert F.conv_transpose1d(h, kernel, stride=2, padding=1).tolist() == [[[5.0, 33.0, 51.0, 30.0]]]
+    weight, bias, h = torch.randn(5, 7, 3), torch.randn(5), torch.randn(2, 7, 9)
+    plain = F.conv1d(F.interpolate(h, scale_factor=2.0, mode="nearest"), weight, bias, padding=1)
+    folded = F.conv_transpose1d(h, nearest_upsample_kernel(weight), bias, stride=2, padding=1)
+    assert torch.allclose(folded, plain, atol=1e-5)

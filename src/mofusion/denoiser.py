@@ -26,7 +26,7 @@ no absolute position, so without it nothing would tell a motion frame which musi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,26 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tens
     if dim % 2:
         emb = F.pad(emb, (0, 1))
     return emb
+
+
+def nearest_upsample_kernel(weight: Tensor) -> Tensor:
+    """The kernel ``(in, out, 4)`` of a transposed convolution (stride 2, padding 1) that equals
+    doubling a sequence by nearest neighbour and then convolving it with ``weight`` ``(out, in, 3)``
+    (padding 1). Output frame 2i reads ``w0 h[i-1] + (w1 + w2) h[i]``, frame 2i + 1 reads
+    ``(w0 + w1) h[i] + w2 h[i+1]``: two thirds of the multiply-adds, and the doubled copy of the
+    activations is never written."""
+    w0, w1, w2 = weight.unbind(dim=2)
+    return torch.stack((w2, w1 + w2, w0 + w1, w0), dim=2).transpose(0, 1).contiguous()
+
+
+def _as_autocast_would(weight: Tensor) -> Tensor:
+    """``weight`` rounded as autocast rounds a convolution's weight where it is enabled, so that a
+    kernel folded from it is the same whether the weights are float32 or already rounded (a bf16
+    runner's copy, :func:`mofusion.fast.bf16_weights`)."""
+    device = weight.device.type
+    if torch.is_autocast_enabled(device):
+        return weight.to(torch.get_autocast_dtype(device))
+    return weight
 
 
 def _zero(module: nn.Module) -> nn.Module:
@@ -70,22 +90,28 @@ class ResBlock1D(nn.Module):
         self.skip = nn.Conv1d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def film(self, t_emb: Tensor) -> Tensor:
-        """The step's gain ``1 + scale`` and shift ``(B, 2 * out_ch)``: what this block takes from the
-        step alone (a sampling loop tabulates it once, see :meth:`MotionUNet1D.precompute`)."""
+        """What this block takes from the step alone, ``(B, 2 * out_ch)`` (a sampling loop tabulates
+        it once, see :meth:`MotionUNet1D.precompute`): the second normalisation's per-channel weight
+        and bias with the step's scale and shift folded in. ``norm2(h) (1 + scale) + shift`` is a
+        group norm whose affine is ``gamma (1 + scale)`` and ``beta (1 + scale) + shift``: one pass
+        over the activations fewer at every step."""
         scale, shift = self.time(t_emb).chunk(2, dim=1)
-        return torch.cat((1 + scale, shift), dim=1)
+        gain = 1 + scale
+        weight, bias = self.norm2.weight * gain, torch.addcmul(shift, self.norm2.bias, gain)
+        return torch.cat((weight, bias), dim=1).to(gain.dtype)  # a bf16 table stays bf16
 
     def forward(self, x: Tensor, t_emb: Tensor | None, film: Tensor | None = None) -> Tensor:
-        """``film``: :meth:`film` of the step, computed beforehand (None: from ``t_emb``)."""
+        """``film``: :meth:`film` of one step ``(1, 2 * out_ch)``, computed beforehand (None: from
+        ``t_emb``)."""
         h = self.conv1(F.silu(self.norm1(x)))
         if film is None:
             assert t_emb is not None
             scale, shift = self.time(t_emb)[:, :, None].chunk(2, dim=1)
-            gain = 1 + scale
+            # one fused multiply-add instead of a multiply and an add over the activations
+            h = torch.addcmul(shift, self.norm2(h), 1 + scale)
         else:
-            gain, shift = film[:, :, None].chunk(2, dim=1)
-        # one fused multiply-add instead of a multiply and an add over the activations
-        h = torch.addcmul(shift, self.norm2(h), gain)
+            weight, bias = film.view(2, -1)
+            h = F.group_norm(h, self.norm2.num_groups, weight, bias, self.norm2.eps)
         h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
@@ -267,7 +293,8 @@ class SamplingCache:
     small operation at every step, which a GPU runs in microseconds each but launches one by one."""
 
     time_table: Tensor
-    """``(S, W)``: per sampling step, every ResBlock's gain and shift and the input skip's scale."""
+    """``(S, W)``: per sampling step, every ResBlock's second normalisation's weight and bias (the
+    step's scale and shift folded in, :meth:`ResBlock1D.film`) and the input skip's scale."""
     widths: list[int]
     """How ``time_table``'s columns split into those parts (in forward order)."""
     prompt: list[tuple[Tensor, ...]]
@@ -277,6 +304,9 @@ class SamplingCache:
     cond_mask: Tensor | None
     cond_bias: Tensor | None = None
     """``(B, c_1)``: the pooled condition's bias of the first stage (``cond_pooled`` models)."""
+    upsample: list[Tensor] = field(default_factory=list)
+    """Per upsampling: its nearest-neighbour doubling and convolution as one transposed
+    convolution's kernel (:func:`nearest_upsample_kernel`; empty: doubled, then convolved)."""
 
 
 class MotionUNet1D(nn.Module):
@@ -434,8 +464,12 @@ class MotionUNet1D(nn.Module):
             if i < len(self.downsample):
                 skips.append(h)
                 h = self.downsample[i](h)
+        folded = cache.upsample if cache is not None and step is not None else []
         for j, (upsample, stage) in enumerate(zip(self.upsample, self.up, strict=True)):
-            h = upsample(F.interpolate(h, scale_factor=2.0, mode="nearest"))
+            if folded:
+                h = F.conv_transpose1d(h, folded[j], upsample.bias, stride=2, padding=1)
+            else:
+                h = upsample(F.interpolate(h, scale_factor=2.0, mode="nearest"))
             k = len(self.down) + j
             h = stage(torch.cat((h, skips.pop()), dim=1), t_emb, cond, cond_mask, films[k], prompt[k])
         norm, activation, conv = self.output
@@ -462,7 +496,9 @@ class MotionUNet1D(nn.Module):
             cond, cond_mask = self.null_condition(batch), None
         prompt = self.condition_prompt(cond, cond_mask)
         bias = self.condition_bias(cond, cond_mask)
-        return SamplingCache(torch.cat(outs, dim=1), [o.shape[1] for o in outs], prompt, cond_mask, bias)
+        upsample = [nearest_upsample_kernel(_as_autocast_would(conv.weight)) for conv in self.upsample]
+        table = torch.cat(outs, dim=1)
+        return SamplingCache(table, [o.shape[1] for o in outs], prompt, cond_mask, bias, upsample)
 
     def condition_bias(self, cond: Tensor, cond_mask: Tensor | None) -> Tensor | None:
         """The first stage's bias from the mean of the (prepared) condition tokens, ``(B, c_1)``;
