@@ -32,7 +32,8 @@ fi
 if wants profile; then
     timeout "${PROFILE_S:-90}" $PY bench/profile_step.py --device cuda --batch 1024 \
         --out "$OUT/profile-step-cuda.json" 2>&1 | grep -v -e '^{' -e '^USDT'
-    timeout "${PROFILE_S:-90}" $PY bench/profile_step.py --device cuda --batch 1 \
+    # batch 1 in float32, as generate() runs it there (bf16 only from batch 64)
+    timeout "${PROFILE_S:-90}" $PY bench/profile_step.py --device cuda --batch 1 --float32 \
         --out "$OUT/profile-step-cuda-batch1.json" 2>&1 | grep -v -e '^{' -e '^USDT'
     timeout "${PROFILE_S:-90}" $PY bench/profile_step.py --device cuda --batch 1024 --bf16-all --no-mdm \
         --out "$OUT/profile-step-cuda-bf16-all.json" 2>&1 | grep -v -e '^{' -e '^USDT'

@@ -13,7 +13,11 @@ groups of bench/roofline.py, beside that group's bound at the same batch. A CUDA
 the kernels of this eager step, so the graph's step time splits the same way.
 Then, for every distinct convolution of the packaged model at the profiled batch (x2 for
 guidance): the median time as conv1d on (B, C, T) and as conv2d on (B, C, 1, T) in
-channels_last, and the FLOP rate of each.
+channels_last, and the FLOP rate of each. And for every distinct group norm: its kernels and
+device time per call as ``F.group_norm`` (CUDA: statistics, fused parameters, then the normalised
+output, three kernels) against the same normalisation as ``F.layer_norm`` over each group's
+values (statistics and output in one kernel) followed by the per-channel affine, which could
+also carry a ResBlock's step scale and shift (see ``ResBlock1D.film``).
 
 Usage: python bench/profile_step.py [--device cuda] [--batch 1024] [--steps 5]
        [--out bench/results/profile-step-cuda.json]
@@ -32,6 +36,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
@@ -138,6 +143,73 @@ def conv_layouts(
     return rows
 
 
+def per_call(fn: Any, device: torch.device, repeats: int) -> tuple[int | None, float]:
+    """Kernels the GPU runs per call of ``fn`` (None on a CPU) and its own device time per call in
+    ms (CPU time on a CPU): what a CUDA graph of it would replay."""
+    with torch.no_grad():
+        for _ in range(3):
+            fn()
+        sync(device)
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=activities) as prof:
+            for _ in range(repeats):
+                fn()
+            sync(device)
+    if device.type == "cuda":
+        kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+        return len(kernels) // repeats, sum(e.device_time for e in kernels) / 1e3 / repeats
+    own = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key.startswith("aten::"))
+    return None, own / 1e3 / repeats
+
+
+def _layer_form(x: Tensor, groups: int, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
+    """A group norm as a layer norm over each group's values, then the per-channel affine."""
+    per_group = x.shape[1] // groups * x.shape[2]
+    normed = F.layer_norm(x.view(x.shape[0], groups, per_group), (per_group,), eps=eps)
+    return torch.addcmul(bias[:, None], normed.view_as(x), weight[:, None])
+
+
+def norm_forms(
+    model: torch.nn.Module, batch: int, frames: int, device: torch.device, dtype: torch.dtype, repeats: int
+) -> list[dict[str, Any]]:
+    """Each distinct GroupNorm of ``model`` at ``batch`` as ``F.group_norm`` and as ``F.layer_norm``
+    over each group's values plus the per-channel affine (one multiply-add): kernels and device
+    time per call, and their largest difference."""
+    shapes: dict[tuple[int, int], torch.nn.GroupNorm] = {}
+
+    def hook(module: torch.nn.Module, inputs: tuple) -> None:
+        shapes.setdefault((inputs[0].shape[1], inputs[0].shape[2]), module)
+
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    handles = [m.register_forward_pre_hook(hook) for m in norms]
+    cond = torch.zeros(1, PROMPT_TOKENS, model.config.cond_dim, device=device)
+    with torch.no_grad():
+        model(torch.zeros(1, FEATURES, frames, device=device), torch.tensor([500], device=device), cond)
+    for h in handles:
+        h.remove()
+    rows = []
+    for (channels, length), module in shapes.items():
+        groups, eps = module.num_groups, module.eps
+        x = torch.randn(batch, channels, length, device=device, dtype=dtype)
+        weight = (1 + 0.1 * torch.randn(channels, device=device)).to(dtype)
+        bias = (0.1 * torch.randn(channels, device=device)).to(dtype)
+
+        calls = {
+            "group_norm": partial(F.group_norm, x, groups, weight, bias, eps),
+            "layer_norm_affine": partial(_layer_form, x, groups, weight, bias, eps),
+        }
+        with torch.no_grad():
+            difference = (calls["group_norm"]() - calls["layer_norm_affine"]()).abs().max()
+        row: dict[str, Any] = {"channels": channels, "frames": length, "groups": groups}
+        for name, fn in calls.items():
+            kernels, ms = per_call(fn, device, repeats)
+            row[f"{name}_kernels"], row[f"{name}_ms"] = kernels, round(ms, 4)
+        row["max_abs_difference"] = float(difference)
+        rows.append(row)
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def table(result: dict[str, Any]) -> str:
     """Measured against bound, ms per step per group; the convolutions' totals in each layout."""
     lines = [f"{result['machine']}, batch {result['batch']} (x2 for guidance), {result['precision']}"]
@@ -159,6 +231,15 @@ def table(result: dict[str, Any]) -> str:
         lines.append(
             f"the {len(convs)} distinct convolutions once each: conv1d {one_d:.3f} ms, "
             f"conv2d channels-last {two_d:.3f} ms ({one_d / two_d:.2f} x)"
+        )
+    norms = result.get("normalisations") or []
+    if norms:
+        group = sum(n["group_norm_ms"] for n in norms)
+        layer = sum(n["layer_norm_affine_ms"] for n in norms)
+        kernels = [(n["group_norm_kernels"], n["layer_norm_affine_kernels"]) for n in norms]
+        lines.append(
+            f"the {len(norms)} distinct group norms once each: group_norm {group:.4f} ms, "
+            f"layer_norm + affine {layer:.4f} ms ({group / layer:.2f} x); kernels per call {kernels[0]}"
         )
     return "\n".join(lines)
 
@@ -219,6 +300,15 @@ def main() -> int:
     dtype = torch.bfloat16 if bf16 else torch.float32
     result["convolutions"] = conv_layouts(
         models["mofusion default (packaged)"], 2 * args.batch, args.frames, device, dtype, 10
+    )
+    # autocast runs normalisations in float32; bf16-all runs them in bfloat16
+    result["normalisations"] = norm_forms(
+        models["mofusion default (packaged)"],
+        2 * args.batch,
+        args.frames,
+        device,
+        torch.bfloat16 if args.bf16_all else torch.float32,
+        20,
     )
     print(table(result))
     out = Path(args.out or f"bench/results/profile-step-{device.type}.json")
