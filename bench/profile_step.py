@@ -30,6 +30,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -95,24 +96,43 @@ def profile_steps(runner: StepRunner, device: torch.device, warmup: int, steps: 
     }
 
 
+def distinct_inputs(
+    model: torch.nn.Module,
+    kind: type[torch.nn.Module],
+    key: Callable[[Any, Tensor], tuple],
+    frames: int,
+    device: torch.device,
+) -> dict[tuple, Any]:
+    """The modules of type ``kind`` that one plain forward pass of ``model`` (batch 1, ``frames``)
+    calls, one per distinct ``key(module, input)``: the shapes a step runs them at."""
+    shapes: dict[tuple, Any] = {}
+
+    def hook(module: torch.nn.Module, inputs: tuple) -> None:
+        shapes.setdefault(key(module, inputs[0]), module)
+
+    handles = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, kind)]
+    cond = torch.zeros(1, PROMPT_TOKENS, model.config.cond_dim, device=device)
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, FEATURES, frames, device=device), torch.tensor([500], device=device), cond)
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes
+
+
 def conv_layouts(
     model: torch.nn.Module, batch: int, frames: int, device: torch.device, dtype: torch.dtype, repeats: int
 ) -> list[dict[str, Any]]:
     """Each distinct Conv1d of ``model`` as it runs in a step (its input shape at ``batch``) timed
     as conv1d on (B, C, T) and as conv2d on channels-last (B, C, 1, T)."""
-    shapes: dict[tuple, torch.nn.Conv1d] = {}
-
-    def hook(module: torch.nn.Module, inputs: tuple) -> None:
-        x = inputs[0]
-        key = (x.shape[1], module.out_channels, module.kernel_size[0], module.stride[0], x.shape[2])
-        shapes.setdefault(key, module)
-
-    handles = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv1d)]
-    cond = torch.zeros(1, PROMPT_TOKENS, model.config.cond_dim, device=device)
-    with torch.no_grad():
-        model(torch.zeros(1, FEATURES, frames, device=device), torch.tensor([500], device=device), cond)
-    for h in handles:
-        h.remove()
+    shapes = distinct_inputs(
+        model,
+        torch.nn.Conv1d,
+        lambda m, x: (x.shape[1], m.out_channels, m.kernel_size[0], m.stride[0], x.shape[2]),
+        frames,
+        device,
+    )
     rows = []
     for (c_in, c_out, k, stride, length), module in shapes.items():
         weight = module.weight.detach().to(device, dtype)
@@ -175,18 +195,7 @@ def norm_forms(
     """Each distinct GroupNorm of ``model`` at ``batch`` as ``F.group_norm`` and as ``F.layer_norm``
     over each group's values plus the per-channel affine (one multiply-add): kernels and device
     time per call, and their largest difference."""
-    shapes: dict[tuple[int, int], torch.nn.GroupNorm] = {}
-
-    def hook(module: torch.nn.Module, inputs: tuple) -> None:
-        shapes.setdefault((inputs[0].shape[1], inputs[0].shape[2]), module)
-
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
-    handles = [m.register_forward_pre_hook(hook) for m in norms]
-    cond = torch.zeros(1, PROMPT_TOKENS, model.config.cond_dim, device=device)
-    with torch.no_grad():
-        model(torch.zeros(1, FEATURES, frames, device=device), torch.tensor([500], device=device), cond)
-    for h in handles:
-        h.remove()
+    shapes = distinct_inputs(model, torch.nn.GroupNorm, lambda m, x: (x.shape[1], x.shape[2]), frames, device)
     rows = []
     for (channels, length), module in shapes.items():
         groups, eps = module.num_groups, module.eps

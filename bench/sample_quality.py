@@ -119,9 +119,9 @@ def run(args: argparse.Namespace) -> None:
     spacings: dict[str, str] = {}
     for spec in args.row:
         kind, steps, how, *spacing = spec.split(":")
-        if spacing and spacing[0] != "uniform":
-            spaced_steps(spacing[0], np.linspace(0.99, 0.01, 10), 5)  # an unknown one fails here, not later
         pipe = MotionPipeline.from_checkpoint(args.checkpoint or default_checkpoint(), device, how)
+        if spacing:  # an unknown spacing fails here, before any replication
+            spaced_steps(spacing[0], np.asarray(pipe.schedule.alpha_bar64), int(steps))
         if args.text_encoder:
             pipe.config = pipe.config.updated({"condition": {"text_encoder": args.text_encoder}})
         rows.append((spec, ModelRow(spec, pipe, kind, int(steps))))
