@@ -279,6 +279,18 @@ def test_graphed_parts_make_no_tensor_from_host_data() -> None:
             # nor read a value back to the host (a synchronisation, refused as well)
             refused = ("lift_fresh", "_local_scalar_dense", "nonzero", "item")
             assert not [name for name in ops.names if any(word in name for word in refused)]
+    # an edit's step: the model reads the known channels, x_0 is clipped with its base, and the
+    # known entries are replaced
+    from mofusion.fast import EditMode
+
+    shape = (2, 12, 16)
+    runner = StepRunner(_editing_model(True), sampler, shape, torch.randn(2, 5, 8), mask, 2.5, Acceleration(),
+                        EditMode(model_input=True, replace=True, offset=True))  # fmt: skip
+    runner.set_known(torch.rand(shape) < 0.5, torch.randn(shape), torch.zeros(shape), torch.randn(shape))
+    with torch.no_grad(), _OpNames() as ops:
+        runner._run_step()
+    assert "aten.where.self_out" in ops.names
+    assert not [name for name in ops.names if any(word in name for word in refused)]
 
 
 def test_generate_refuses_an_unknown_acceleration(tmp_path) -> None:
@@ -342,3 +354,140 @@ def test_runner_owns_its_condition_buffers() -> None:
         assert torch.equal(cond, kept)
         expected = _eager(model, sampler, (3, 12, 8), other, mask, scale, seed=4)
         assert torch.allclose(runner.run(make_generator(4)), expected, atol=1e-5)
+
+
+def _editing_model(residual: bool) -> MotionUNet1D:
+    """A small model trained with masks: the known values and their mask are input channels (and,
+    ``residual``, it samples the residual to their interpolation)."""
+    torch.manual_seed(0)
+    cfg = DenoiserConfig(feature_dim=12, channels=[16, 32], blocks_per_stage=1, time_dim=32, cond_dim=8,
+                         heads=2, mask_conditioning=True, interpolation_residual=residual)  # fmt: skip
+    model = MotionUNet1D(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize(
+    ("method", "residual", "kind", "scale", "prediction"),
+    [
+        ("replace", False, "ddpm", 2.5, "epsilon"),  # a plain model: MoFusion's in-painting
+        ("replace", False, "ddim", 1.0, "epsilon"),
+        ("condition", False, "ddpm", 2.5, "epsilon"),
+        ("both", False, "ddpm", 2.5, "sample"),
+        ("both", False, "dpm-sde", 2.5, "epsilon"),  # multistep: the previous estimate is unreplaced
+        ("both", True, "ddpm", 2.5, "sample"),  # the packaged editing model's kind: clipped with its base
+        ("condition", True, "ddim", 1.0, "epsilon"),
+    ],
+)
+def test_step_runner_edits_as_the_eager_loop(
+    method: str, residual: bool, kind: str, scale: float, prediction: str
+) -> None:
+    """Known frames held by the runner's step give the eager loop's samples for the same seed: its
+    replacement draws sample_loop's noise in sample_loop's order, the model reads the same known
+    channels, and a residual model clips base + residual. A second edit through the same runner
+    gives that edit's samples."""
+    from mofusion.editing import interpolate_known
+    from mofusion.fast import EditMode
+
+    model = _model() if method == "replace" else _editing_model(residual)
+    sampler = make_sampler(NoiseSchedule(DiffusionConfig(num_steps=100, prediction=prediction)), kind, 8,
+                           0.0, torch.full((12,), 1.5))  # fmt: skip
+    shape = (2, 12, 16)
+    cond, cond_mask = torch.randn(2, 5, 8), torch.ones(2, 5, dtype=torch.bool)
+    torch.manual_seed(5)
+    mask = torch.zeros(shape, dtype=torch.bool)
+    mask[:, :, :4] = True  # a known prefix
+    mask[1, :, 12:] = True  # and, in the second sample, known ends
+    mask[0, :3, 8] = True  # and a few channels of one frame
+    conditions, replaces = method in ("condition", "both"), method in ("replace", "both")
+    edit = EditMode(model_input=conditions, replace=replaces, offset=residual)
+    runner = StepRunner(model, sampler, shape, cond, cond_mask, scale, Acceleration(), edit)
+    samples = []
+    for seed in (11, 12):
+        known = torch.where(mask, torch.randn(shape), torch.zeros(()))
+        value, pasted, offset = known, known, None
+        if residual:  # as the pipeline does: the model sees the interpolation, known residuals are zero
+            offset = interpolate_known(known, mask)
+            value, pasted = offset, torch.zeros(shape)
+        sampler.clip_offset = offset
+        value, pasted = (value if conditions else None), (pasted if replaces else None)
+        fn = guided(model, cond, cond_mask, scale, value, mask if conditions else None)
+        with torch.no_grad():
+            expected = sample_loop(fn, sampler, shape, make_generator(seed),
+                                   replace_mask=mask if replaces else None, replace_value=pasted)  # fmt: skip
+        runner.set_known(mask, value, pasted, offset)
+        got = runner.run(make_generator(seed))
+        assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5), (got - expected).abs().max()
+        if pasted is not None:  # the known entries come back as given
+            assert torch.equal(got[mask], pasted[mask])
+        samples.append(got)
+    assert not torch.allclose(samples[0], samples[1])
+
+
+def test_runner_edit_inputs_are_checked() -> None:
+    from mofusion.fast import EditMode
+
+    model = _editing_model(False)
+    sampler = make_sampler(NoiseSchedule(DiffusionConfig(num_steps=50)), "ddpm", 4)
+    mask = torch.ones(2, 12, 16, dtype=torch.bool)
+    plain = StepRunner(model, sampler, (2, 12, 16), None, None, 1.0, Acceleration())
+    with pytest.raises(MofusionError, match="without an edit"):
+        plain.set_known(mask)
+    runner = StepRunner(model, sampler, (2, 12, 16), None, None, 1.0, Acceleration(), EditMode(True, True))
+    with pytest.raises(MofusionError, match="needs its value"):
+        runner.set_known(mask, pasted=torch.zeros(2, 12, 16))
+    with pytest.raises(MofusionError, match="shape"):
+        runner.set_known(mask, torch.zeros(2, 12, 8), torch.zeros(2, 12, 8))
+    with pytest.raises(MofusionError, match="sampling cache"):
+        StepRunner(
+            _Uncached(model), sampler, (2, 12, 16), None, None, 1.0, Acceleration(), EditMode(replace=True)
+        )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_graphed_edit_equals_the_eager_loop_on_gpu() -> None:
+    """An in-painting edit of a residual model in a CUDA graph: the eager loop's samples, and a
+    second edit through the same graph its own."""
+    from mofusion.editing import interpolate_known
+    from mofusion.fast import EditMode
+
+    model = _editing_model(True).cuda()
+    sampler = make_sampler(NoiseSchedule(DiffusionConfig(num_steps=100, prediction="sample"), "cuda"), "ddpm",
+                           8, 0.0, torch.full((12,), 1.5))  # fmt: skip
+    shape = (2, 12, 16)
+    runner = StepRunner(model, sampler, shape, None, None, 1.0, Acceleration(cuda_graph=True),
+                        EditMode(model_input=True, replace=True, offset=True))  # fmt: skip
+    assert runner.graph is not None
+    for seed in (3, 4):
+        torch.manual_seed(seed)
+        mask = torch.rand(shape, device="cuda") < 0.4
+        known = torch.where(mask, torch.randn(shape, device="cuda"), torch.zeros((), device="cuda"))
+        base = interpolate_known(known, mask)
+        sampler.clip_offset = base
+        fn = guided(model, None, None, 1.0, base, mask)
+        with torch.no_grad():
+            expected = sample_loop(fn, sampler, shape, make_generator(seed, "cuda"), replace_mask=mask,
+                                   replace_value=torch.zeros(shape, device="cuda"))  # fmt: skip
+        runner.set_known(mask, base, torch.zeros(shape, device="cuda"), base)
+        got = runner.run(make_generator(seed, "cuda"))
+        # TF32 convolutions may pick other algorithms in and out of the graph: compare relatively
+        assert float((got - expected).norm() / expected.norm()) < 1e-2
+
+
+def test_pipeline_runners_follow_the_temperature() -> None:
+    """A pipeline keeps one runner per sampling setup; a new temperature is a new setup (its step
+    noise scales), not the runner built for the last one."""
+    from mofusion.checkpoint import default_checkpoint
+    from mofusion.pipeline import MotionPipeline
+
+    pipe = MotionPipeline.from_checkpoint(default_checkpoint(edit=True), "cpu")
+    plain = MotionPipeline.from_checkpoint(default_checkpoint(edit=True), "cpu", "none")
+    first = pipe.generate(1, 40, seed=0).features
+    for p in (pipe, plain):
+        p.config.sample.temperature = 1.0  # the packaged editing model's own is 0.15
+    second = pipe.generate(1, 40, seed=0).features
+    assert not torch.allclose(first, second, atol=1e-3)
+    assert torch.allclose(second, plain.generate(1, 40, seed=0).features, atol=1e-4)

@@ -15,6 +15,11 @@ step.
 The noise is drawn from the caller's generator in the same order as :func:`mofusion.diffusion.
 sample_loop` draws it, so that the accelerated loop in float32 gives the eager loop's samples (up to
 float rounding), and a seed means the same motion on either path.
+
+Edits run in it too (:class:`EditMode`): the known values and their mask as the model's input
+channels, the known entries of each new sample replaced by their noised values, a residual model's
+estimate clipped with its base, all from buffers that :meth:`StepRunner.set_known` fills, so one
+graph serves every edit of a shape (in-betweening, continuation, every window of a whole-song dance).
 """
 
 from __future__ import annotations
@@ -108,6 +113,23 @@ class Acceleration:
         return cls(runner=True)
 
 
+@dataclass(frozen=True)
+class EditMode:
+    """How known values enter a :class:`StepRunner`'s step: the three parts of an edit that
+    :func:`mofusion.diffusion.sample_loop` and :func:`mofusion.diffusion.guided` apply (see
+    :mod:`mofusion.editing`). Each needs its buffers, which :meth:`StepRunner.set_known` fills."""
+
+    model_input: bool = False
+    """The model takes the known values and their mask as input channels (``condition``, ``both``)."""
+    replace: bool = False
+    """After each step the known entries of the new sample are replaced by ``q_sample`` of their
+    values at the next step's noise level, and by the values themselves after the last step
+    (``replace``, ``both``)."""
+    offset: bool = False
+    """The sample is a residual to a known base (an interpolation-residual model): the clean
+    estimate is clipped as base + residual, as the sampler's ``clip_offset`` does."""
+
+
 def capture_graph(fn: Callable[[], _T], warmup: int = 1) -> tuple[torch.cuda.CUDAGraph, _T]:
     """``fn`` captured as a CUDA graph, after ``warmup`` calls on a side stream (cuDNN and cuBLAS
     plans and workspaces, compilation: what must not happen inside a capture), and what the
@@ -148,6 +170,8 @@ class StepRunner:
         cond, cond_mask: condition tokens ``(B, L, D)`` and mask (None: unconditional).
         guidance_scale: classifier-free guidance; the conditional and null passes run as one batch
             of 2B whose doubled condition is built once here, not at every step.
+        edit: how known values enter the step (None: nothing is known); :meth:`set_known` gives
+            them before each :meth:`run`.
     """
 
     def __init__(
@@ -159,10 +183,13 @@ class StepRunner:
         cond_mask: Tensor | None,
         guidance_scale: float,
         acceleration: Acceleration,
+        edit: EditMode | None = None,
     ) -> None:
         device = sampler.schedule.device
         if acceleration.cuda_graph and device.type != "cuda":
             raise MofusionError("CUDA graphs need a CUDA device")
+        if edit is not None and not hasattr(model, "precompute"):
+            raise MofusionError("edits in the step runner need a model with a sampling cache")
         self.sampler = sampler
         self.acceleration = acceleration
         self.shape = shape
@@ -220,6 +247,27 @@ class StepRunner:
         self.x = torch.zeros(shape, device=device)
         self.noise = torch.zeros(shape, device=device)
         self.x0 = torch.zeros(shape, device=device)
+        self.edit = edit
+        if edit is not None:
+            # what is known (set_known copies each edit's values in), and per step the scales of
+            # q_sample at the next kept step: (sqrt(alpha_bar), sqrt(1 - alpha_bar)), (1, 0) after
+            # the last, where the known values themselves are pasted
+            self.known_mask = torch.zeros(shape, dtype=torch.bool, device=device)
+            self.known_value = torch.zeros(shape, device=device)
+            self.pasted = torch.zeros(shape, device=device)
+            self.offset = torch.zeros(shape, device=device)
+            self.replace_noise = torch.zeros(shape, device=device)
+            schedule = sampler.schedule
+            following = [int(t) for t in sampler.timesteps[1:]]
+            self.q_table = torch.tensor(
+                [
+                    *((float(schedule.sqrt_alpha_bar[t]), float(schedule.sqrt_one_minus_alpha_bar[t]))
+                      for t in following),
+                    (1.0, 0.0),
+                ],
+                dtype=torch.float32,
+                device=device,
+            )  # fmt: skip
         # the condition is prepared (encoded) in float32, as the eager loop does, by the model as given
         self.prepare = prepare
         self.all_bf16 = acceleration.bf16 and acceleration.bf16_all
@@ -288,10 +336,17 @@ class StepRunner:
         map writes into the buffers ``x0`` and ``x`` (no copies after it; not under torch.compile,
         whose function must not write into its inputs)."""
         x = self.x
+        edit = self.edit
+        replaces = edit is not None and edit.replace
         # a multistep solver reads the previous x_0 from its buffer after the new one is made
         x0_into = self.x0 if in_place and not self.multistep else None
         x_into = self.x if in_place else None
+        # with replacement, the sampler's update is not the last operation: the paste writes x
+        update_into = None if replaces else x_into
         guided = self.cache is not None and self.copies == 2
+        known = {}
+        if edit is not None and edit.model_input:
+            known = {"known": self.known_value, "known_mask": self.known_mask}
         # bf16-all: the model is bfloat16 throughout and casts x itself; its tables were made
         # under autocast (bfloat16 too), so nothing in the step is cast
         with nullcontext() if self.all_bf16 else self._autocast():
@@ -303,6 +358,7 @@ class StepRunner:
                     step=self.step_index,
                     copies=self.copies,
                     guidance=self.scale if guided else None,
+                    **known,
                 )
             else:
                 both = torch.cat((x, x)) if self.copies == 2 else x
@@ -321,16 +377,24 @@ class StepRunner:
         for i, (term, weight) in enumerate(terms):
             last = i == len(terms) - 1 and self.bound is None
             x0 = torch.addcmul(x0, term, weight, out=x0_into if last else None)
-        if self.bound is not None:
+        if self.bound is not None and edit is not None and edit.offset:
+            # the motion, base + residual, is what the bound holds
+            clipped = torch.clamp(x0 + self.offset, self.lower, self.bound)
+            x0 = torch.sub(clipped, self.offset, out=x0_into)
+        elif self.bound is not None:
             x0 = torch.clamp(x0, self.lower, self.bound, out=x0_into)
         elif x0_into is not None and x0 is not x0_into:
             x0 = x0_into.copy_(x0)
         # x_into may be x itself: an elementwise operation may write over its own input
         more = [(self.x0, c[6])] if self.multistep else []
         more += [(self.noise, c[7])] if self.stochastic else []
-        prev = torch.addcmul(x0 * c[4], x, c[5], out=None if more else x_into)
+        prev = torch.addcmul(x0 * c[4], x, c[5], out=None if more else update_into)
         for i, (term, weight) in enumerate(more):
-            prev = torch.addcmul(prev, term, weight, out=x_into if i == len(more) - 1 else None)
+            prev = torch.addcmul(prev, term, weight, out=update_into if i == len(more) - 1 else None)
+        if replaces:  # the known entries at the next step's noise level (their values after the last)
+            q = torch.index_select(self.q_table, 0, self.step_index)[0]
+            noised = torch.addcmul(self.pasted * q[0], self.replace_noise, q[1])
+            prev = torch.where(self.known_mask, noised, prev, out=x_into)
         if in_place and self.multistep:
             x0 = self.x0.copy_(x0)
         return prev, x0
@@ -351,6 +415,35 @@ class StepRunner:
             # a new prompt's condition: hundreds of small operations (the condition prepared, each
             # cross-attention's keys and values), one replay instead of as many launches from Python
             self.condition_graph, _ = capture_graph(self._refresh_condition)
+
+    def set_known(
+        self,
+        mask: Tensor,
+        value: Tensor | None = None,
+        pasted: Tensor | None = None,
+        offset: Tensor | None = None,
+    ) -> None:
+        """What an edit knows, ``(B, C, T)`` each, normalised, for the next :meth:`run`s: ``mask``
+        where it is known; ``value`` the model's known-values input (:attr:`EditMode.model_input`);
+        ``pasted`` the values replacement holds the known entries at (:attr:`EditMode.replace`);
+        ``offset`` the base a residual model's sample is relative to (:attr:`EditMode.offset`)."""
+        if self.edit is None:
+            raise MofusionError("this runner was built without an edit")
+        needed = {
+            "value": (value, self.edit.model_input, self.known_value),
+            "pasted": (pasted, self.edit.replace, self.pasted),
+            "offset": (offset, self.edit.offset, self.offset),
+        }
+        for name, (given, wanted, buffer) in needed.items():
+            if wanted and given is None:
+                raise MofusionError(f"this runner's edit needs its {name}")
+            if given is not None and tuple(given.shape) != self.shape:
+                raise MofusionError(f"{name} of shape {tuple(given.shape)}, this runner takes {self.shape}")
+            if wanted and given is not None:
+                buffer.copy_(given)
+        if tuple(mask.shape) != self.shape:
+            raise MofusionError(f"mask of shape {tuple(mask.shape)}, this runner takes {self.shape}")
+        self.known_mask.copy_(mask)
 
     def set_condition(self, cond: Tensor | None, cond_mask: Tensor | None) -> None:
         """New condition tokens of the shape this runner was built for (a new prompt, same graph)."""
@@ -408,6 +501,7 @@ class StepRunner:
 
         ``callback(index, output)`` sees the static buffers: clone what it keeps."""
         device = self.x.device
+        replaces = self.edit is not None and self.edit.replace
         if x_T is None:
             x_T = torch.randn(self.shape, generator=generator, device=device)
         self.x.copy_(x_T)
@@ -417,6 +511,8 @@ class StepRunner:
             self.step_index.fill_(i)
             if sigma > 0:  # the eager samplers draw noise exactly where the step adds some
                 torch.randn(self.shape, generator=generator, device=device, out=self.noise)
+            if replaces and i + 1 < len(self.sigmas):  # then sample_loop's, for the known entries
+                torch.randn(self.shape, generator=generator, device=device, out=self.replace_noise)
             if self.graph is not None:
                 self.graph.replay()
             else:

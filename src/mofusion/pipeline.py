@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from .editing import (
     interpolate_known,
 )
 from .errors import CheckpointError, MofusionError
-from .fast import Acceleration, StepRunner
+from .fast import Acceleration, EditMode, StepRunner
 from .ik import fit_rotations, rotations_from_positions, skeleton_from_positions
 from .motion import Motion
 from .representation import FeatureSpec, MotionRepresentation, Normalizer
@@ -268,9 +268,16 @@ class MotionPipeline:
                 if callback is not None:
                     callback(index, out)
 
-            if mask is None and self.acceleration.any:
-                runner = self._runner(diffusion_sampler, (b, self.spec.dim, padded), c, m, scale)
-                outputs.append(runner.run(generator, callback=step_callback))
+            if self.acceleration.any:
+                edit = None
+                if mask is not None:
+                    edit = EditMode(model_input=conditions, replace=replaces, offset=offset is not None)
+                runner = self._runner(diffusion_sampler, (b, self.spec.dim, padded), c, m, scale, edit)
+                if mask is not None:
+                    given = value if conditions else None
+                    runner.set_known(mask, given, pasted if replaces else None, offset)
+                x = runner.run(generator, callback=step_callback)
+                outputs.append(x if offset is None else x + offset)
                 continue
 
             x = sample_loop(
@@ -298,29 +305,36 @@ class MotionPipeline:
         cond: Tensor | None,
         cond_mask: Tensor | None,
         scale: float,
+        edit: EditMode | None = None,
     ) -> StepRunner:
         """An accelerated step for this shape and sampler, built once (captured graphs are reused
-        for every later call of the same shape; the condition is copied into them)."""
+        for every later call of the same shape; the condition and an edit's known values are
+        copied into them)."""
         key = (
             type(sampler).__name__,
             tuple(int(t) for t in sampler.timesteps),
             getattr(sampler, "eta", None),
+            sampler.temperature,
             sampler.clip is not None,
             shape,
             None if cond is None else tuple(cond.shape),
             cond_mask is not None,
             scale,
+            edit,
         )
         runner = self._runners.get(key)
         if runner is None:
             acceleration = self.acceleration.for_batch(shape[0])
+            if edit is not None:
+                # an edit's quality was measured in float32 only: bf16 stays out of its step
+                acceleration = replace(acceleration, bf16=False, bf16_all=False)
             # each holds its own buffers and prompt tensors (about 100 MB at batch 128): keep many
             # only where building one is slow (a graph to capture, a step to compile); otherwise it
             # takes milliseconds
             keep = 32 if acceleration.cuda_graph or acceleration.compile else 4
             while len(self._runners) >= keep:
                 self._runners.pop(next(iter(self._runners)))
-            runner = StepRunner(self.model, sampler, shape, cond, cond_mask, scale, acceleration)
+            runner = StepRunner(self.model, sampler, shape, cond, cond_mask, scale, acceleration, edit)
             self._runners[key] = runner  # built for this condition: nothing to set
         else:
             runner.set_condition(cond, cond_mask)
