@@ -479,7 +479,8 @@ def test_graphed_edit_equals_the_eager_loop_on_gpu() -> None:
 
 def test_pipeline_runners_follow_the_temperature() -> None:
     """A pipeline keeps one runner per sampling setup; a new temperature is a new setup (its step
-    noise scales), not the runner built for the last one."""
+    noise scales), not the runner built for the last one; so is another solver of the same class
+    and steps (DPM-Solver++'s SDE form after its ODE form)."""
     from mofusion.checkpoint import default_checkpoint
     from mofusion.pipeline import MotionPipeline
 
@@ -491,3 +492,6 @@ def test_pipeline_runners_follow_the_temperature() -> None:
     second = pipe.generate(1, 40, seed=0).features
     assert not torch.allclose(first, second, atol=1e-3)
     assert torch.allclose(second, plain.generate(1, 40, seed=0).features, atol=1e-4)
+    pipe.generate(1, 40, seed=0, sampler="dpm", steps=10)
+    sde = pipe.generate(1, 40, seed=0, sampler="dpm-sde", steps=10).features
+    assert torch.allclose(sde, plain.generate(1, 40, seed=0, sampler="dpm-sde", steps=10).features, atol=1e-4)

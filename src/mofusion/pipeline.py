@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -310,11 +310,11 @@ class MotionPipeline:
         """An accelerated step for this shape and sampler, built once (captured graphs are reused
         for every later call of the same shape; the condition and an edit's known values are
         copied into them)."""
+        # a runner tabulates the sampler's steps and their coefficients: the key holds them, not
+        # the settings that make them (kind, eta, temperature: each of those was missed once)
         key = (
-            type(sampler).__name__,
             tuple(int(t) for t in sampler.timesteps),
-            getattr(sampler, "eta", None),
-            sampler.temperature,
+            tuple(astuple(sampler.coefficients(i)) for i in range(len(sampler.timesteps))),
             sampler.clip is not None,
             shape,
             None if cond is None else tuple(cond.shape),
