@@ -95,7 +95,7 @@ class Revision:
 
     def run_steps(self, batch: int, steps: int) -> torch.Tensor:
         """The step runner as ``generate()`` builds and keeps it, with the library's acceleration for
-        the device and batch (a CPU: float32; a GPU: a CUDA graph, bf16 from batch 64)."""
+        the device and batch (a CPU: float32; a GPU: a CUDA graph, since 82cf937 all in bf16)."""
         pipe = self.pipe
         cond, mask = pipe.text_condition([PROMPT] * batch)
         clip = pipe.normalizer.bound if pipe.config.sample.clip_x0 else None

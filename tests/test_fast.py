@@ -186,7 +186,7 @@ def test_acceleration_parsing() -> None:
     assert Acceleration.parse("auto", cpu).any and not Acceleration.parse("none", cpu).any
     gpu = Acceleration.parse("auto", cuda)
     assert gpu.cuda_graph and not gpu.compile
-    assert not gpu.for_batch(1).bf16 and gpu.for_batch(64).bf16 and gpu.for_batch(1024).bf16
+    assert gpu.for_batch(1).bf16_all and gpu.for_batch(1024).bf16_all  # bfloat16 throughout, from batch 1
     assert Acceleration.parse("bf16+compile", cpu) == Acceleration(runner=True, bf16=True, compile=True)
     every = Acceleration.parse("bf16-all+graph", cuda)
     assert every == Acceleration(runner=True, bf16=True, cuda_graph=True, bf16_all=True)

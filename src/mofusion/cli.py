@@ -212,9 +212,9 @@ def generate(
     acceleration: Annotated[
         str,
         typer.Option(
-            help="Sampling speed-ups: auto (CUDA graph on a GPU, bf16 from batch 64 but not for edits; "
-            "the step runner on a CPU), none (the plain loop), or runner/bf16/bf16-all/compile/graph "
-            "joined by '+' (compile pays in long runs only; bf16-all: the whole step in bf16)."
+            help="Sampling speed-ups: auto (on a GPU a CUDA graph of the step all in bf16, float32 for "
+            "edits; the step runner on a CPU), none (the plain loop), or runner/bf16/bf16-all/compile/graph "
+            "joined by '+' (compile pays in long runs only; bf16: autocast; bf16-all: the step all in bf16)."
         ),
     ] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,

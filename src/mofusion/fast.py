@@ -58,13 +58,19 @@ class Acceleration:
     runs normalisations and softmax in float32 between bfloat16 convolutions, so each is cast up
     and back: casts took 5.9 of a bf16 step's 32.4 ms at batch 1024 on an H200, whose step ran 190
     operations with device time against the 89 that the CPU traces
-    (bench/results/profile-step-cuda-h200.json). Not measured on a GPU yet, so not a default;
-    ``bf16-all`` in :meth:`parse`. Needs a model with a sampling cache."""
+    (bench/results/profile-step-cuda-h200.json). Measured since on an H200 (torch 2.11), it is the
+    fastest setting from batch 4 on and as fast as float32 at batch 1, so the GPU default: a CUDA
+    graph of the packaged model at batch 1 runs DDPM 50 in 33.6 ms against 34.9 in float32 and
+    37.7 with autocast (in another run 36.1 against 35.7, bench/results/
+    sample-cuda-h200-bf16-all-default.json); at batch 1024
+    it makes 908 samples/s against 681 and 728 (bench/results/sample-cuda-h200-bf16-all.json), and
+    its motions score as float32's do (FID and R-Precision paired against float32's, within
+    their intervals: bench/results/sample-quality-cuda-bf16-all.json). ``bf16-all`` in
+    :meth:`parse`. Needs a model with a sampling cache."""
     bf16_min_batch: int = 1
-    """bf16 only from this batch on: below it the casts cost more than they save (a CUDA graph of
-    the default model at batch 1 runs 40 ms in float32 and 47 ms in bf16, at batch 1024 555 against
-    616 samples/s; bench/results/sample-cuda.json). Measured while every step cast every weight
-    again, which :func:`bf16_weights` has removed since."""
+    """bf16 only from this batch on. With autocast, below batch 64 the casts cost more than they
+    save (bench/results/sample-cuda-h200-graphed-condition.json); without them (``bf16_all``)
+    bfloat16 is faster from batch 1, so the GPU default no longer sets it."""
 
     @property
     def any(self) -> bool:
@@ -104,12 +110,13 @@ class Acceleration:
 
     @classmethod
     def default_for(cls, device: torch.device) -> Acceleration:
-        """On a GPU: a CUDA graph, with bf16 from batch 64 on (measured crossover), no compile (it
-        takes 5-15 s per shape, more than a single generation saves; ask for it in a long-running
-        process); on a CPU: the step runner in float32 (bf16 there was 18x slower; the runner
-        0.78 x the plain loop's time for a 10-s motion, bench/results/ab-sampling-cpu.json)."""
+        """On a GPU: a CUDA graph of the step all in bfloat16 (the fastest from batch 4 on, as fast
+        as float32 at batch 1, with float32's quality; see :attr:`bf16_all`), no compile (it takes 5-15 s per
+        shape, more than a single generation saves; ask for it in a long-running process); on a
+        CPU: the step runner in float32 (bf16 there was 18x slower; the runner 0.78 x the plain
+        loop's time for a 10-s motion, bench/results/ab-sampling-cpu.json)."""
         if device.type == "cuda":
-            return cls(runner=True, bf16=True, cuda_graph=True, bf16_min_batch=64)
+            return cls(runner=True, bf16=True, bf16_all=True, cuda_graph=True)
         return cls(runner=True)
 
 
