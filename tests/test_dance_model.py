@@ -346,7 +346,9 @@ def test_dance_settings_are_chosen_on_training_dances(
     tiny_music_model: Path, dance_root: Path, session_cache: Path, tmp_path: Path
 ) -> None:
     """`evaluate dance --split train`: every other training dance is danced and measured, the
-    baseline comes from the other training dances, and no test dance is looked at."""
+    baseline comes from the other training dances, and no test dance is looked at. With
+    `--acceleration bf16-all` (the GPU default, here on the CPU) the protocol records it; an
+    unknown one is refused in one line."""
     from mofusion.cli import main
     from mofusion.data.dance_melody import dance_split, find_dance_folder, load_dance
 
@@ -359,14 +361,18 @@ def test_dance_settings_are_chosen_on_training_dances(
     out = tmp_path / "table.json"
     code = main(["evaluate", "dance", "-c", str(tiny_music_model), "--data", str(folder), "--split", "train",
                  "--cache", str(session_cache), "--steps", "2", "--max-dances", "1", "--temperature", "0.5",
-                 "-q", "--out", str(out)])  # fmt: skip
+                 "--acceleration", "bf16-all", "-q", "--out", str(out)])  # fmt: skip
     assert code == 0
     table = json.loads(out.read_text())
     assert table["protocol"]["test_dances"] == split["train"][:1] and table["protocol"]["split"] == "train"
     assert table["protocol"]["temperature"] == 0.5
+    assert "bf16_all=True" in table["protocol"]["acceleration"]
     real, _, baseline = table["rows"]
     assert real["name"].startswith("real training dances") and baseline["name"].startswith("other training")
     assert real["fid_k"] == 0 and baseline["fid_k"] > 0
+    bad = main(["evaluate", "dance", "-c", str(tiny_music_model), "--data", str(folder), "--acceleration", "warp",
+                "-q", "--out", str(tmp_path / "bad.json")])  # fmt: skip
+    assert bad == 2 and not (tmp_path / "bad.json").exists()
 
 
 def test_mirrored_training_windows(small_dances: Path, session_cache: Path, tmp_path: Path,

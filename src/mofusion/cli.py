@@ -1034,6 +1034,9 @@ def evaluate_dance(
     ] = "test",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the table as JSON.")] = None,
     device: Annotated[str, typer.Option()] = "auto",
+    acceleration: Annotated[
+        str, typer.Option(help="Sampling speed-ups, as for generate (auto: the device's default).")
+    ] = "auto",
     cache: Annotated[Path | None, typer.Option()] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
@@ -1050,7 +1053,7 @@ def evaluate_dance(
     _check_temperature(temperature)
     table = dance_table(
         checkpoint, data, label, seed, segment_seconds, steps, overlap, guidance, device, cache, max_dances,
-        not quiet, split, temperature,
+        not quiet, split, temperature, acceleration,
     )  # fmt: skip
     typer.echo(format_dance_table(table))
     _write_json(out, table)

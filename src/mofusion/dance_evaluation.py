@@ -95,13 +95,16 @@ def dance_table(
     progress: bool = True,
     split_name: str = "test",
     temperature: float | None = None,
+    acceleration: str = "auto",
 ) -> dict[str, Any]:
-    """The metric table (see the module docstring) as a JSON-ready dict."""
+    """The metric table (see the module docstring) as a JSON-ready dict. ``acceleration`` is the
+    pipelines' (:meth:`mofusion.fast.Acceleration.parse`): the quality of a speed-up, bf16 say, is
+    measured by the same protocol as the model's."""
     if not checkpoints:
         raise MofusionError("give at least one --checkpoint")
     if split_name not in ("test", "train"):
         raise MofusionError(f"the split must be test or train, got {split_name!r}")
-    pipes = [MotionPipeline.from_checkpoint(c, device, "auto") for c in checkpoints]
+    pipes = [MotionPipeline.from_checkpoint(c, device, acceleration) for c in checkpoints]
     for path, pipe in zip(checkpoints, pipes, strict=True):
         if pipe.config.condition.kind != "music":
             raise MofusionError(f"{path}: not a music model")
@@ -232,6 +235,7 @@ def dance_table(
             "steps": steps,
             "temperature": pipes[0].config.sample.temperature,
             "guidance": guidance,
+            "acceleration": str(pipes[0].acceleration),
             "overlap": overlap if overlap is not None else pipes[0].config.data.window // 2,
             "blend": (overlap if overlap is not None else pipes[0].config.data.window // 2) // 8,
             "planted_height_m": ground,
