@@ -16,28 +16,29 @@ from mofusion.errors import MofusionError
 from mofusion.fast import Acceleration, StepRunner
 
 
-def _model(device: str = "cpu") -> MotionUNet1D:
+def _perturbed(cfg: DenoiserConfig, device: str = "cpu") -> MotionUNet1D:
+    """A small model of ``cfg`` (seed 0) with every parameter moved off its initial value:
+    zero-initialised outputs would make every step trivially equal and hide the condition."""
     torch.manual_seed(0)
-    cfg = DenoiserConfig(
-        feature_dim=12, channels=[16, 32], blocks_per_stage=1, time_dim=32, cond_dim=8, heads=2
-    )
     model = MotionUNet1D(cfg).to(device).eval()
-    with torch.no_grad():  # zero-initialised outputs would make every step trivially equal
+    with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     return model
+
+
+def _model(device: str = "cpu") -> MotionUNet1D:
+    cfg = DenoiserConfig(
+        feature_dim=12, channels=[16, 32], blocks_per_stage=1, time_dim=32, cond_dim=8, heads=2
+    )
+    return _perturbed(cfg, device)
 
 
 def _music_model(device: str = "cpu") -> MotionUNet1D:
     """A small music model: an aligned, pooled condition of 5-wide frames."""
-    torch.manual_seed(0)
     cfg = DenoiserConfig(feature_dim=12, channels=[16, 32], cond_dim=16, heads=2, cond_input_dim=5,
                          cond_aligned=True, cond_pooled=True, dropout=0.0)  # fmt: skip
-    model = MotionUNet1D(cfg).to(device).eval()
-    with torch.no_grad():  # zero-initialised outputs would hide the condition
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return model
+    return _perturbed(cfg, device)
 
 
 class _OpNames(TorchDispatchMode):
@@ -359,14 +360,9 @@ def test_runner_owns_its_condition_buffers() -> None:
 def _editing_model(residual: bool) -> MotionUNet1D:
     """A small model trained with masks: the known values and their mask are input channels (and,
     ``residual``, it samples the residual to their interpolation)."""
-    torch.manual_seed(0)
     cfg = DenoiserConfig(feature_dim=12, channels=[16, 32], blocks_per_stage=1, time_dim=32, cond_dim=8,
                          heads=2, mask_conditioning=True, interpolation_residual=residual)  # fmt: skip
-    model = MotionUNet1D(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return model
+    return _perturbed(cfg)
 
 
 @pytest.mark.parametrize(
