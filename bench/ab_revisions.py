@@ -107,10 +107,14 @@ class Revision:
         return out
 
 
-def alternate(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
-    """Seconds per call of each, after one warm-up call each, the order alternating every round."""
-    for call in calls.values():
-        call()
+def alternate(
+    calls: dict[str, Callable[[], Any]], repeats: int, warmup: bool = True
+) -> dict[str, list[float]]:
+    """Seconds per call of each, after one warm-up call each (``warmup``: the caller may have made
+    them), the order alternating every round."""
+    if warmup:
+        for call in calls.values():
+            call()
     times: dict[str, list[float]] = {name: [] for name in calls}
     names = list(calls)
     for round_ in range(repeats):

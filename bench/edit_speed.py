@@ -26,19 +26,22 @@ import json
 import platform
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mofusion._io import atomic_write_text
-from mofusion.checkpoint import default_checkpoint
-from mofusion.editing import parse_ranges
-from mofusion.errors import MofusionError
-from mofusion.pipeline import MotionPipeline
-from mofusion.tasks import load_clip, run_edit
+sys.path.insert(0, str(Path(__file__).parent))
+
+from ab_revisions import alternate  # noqa: E402
+
+from mofusion._io import atomic_write_json  # noqa: E402
+from mofusion.checkpoint import default_checkpoint  # noqa: E402
+from mofusion.editing import parse_ranges  # noqa: E402
+from mofusion.errors import MofusionError  # noqa: E402
+from mofusion.pipeline import MotionPipeline  # noqa: E402
+from mofusion.tasks import load_clip, run_edit  # noqa: E402
 
 CONTINUATION = "dataset-2_walk_normal_008.bvh"
 INBETWEEN, KEEP = "dataset-2_wave-both-hands_normal_012.bvh", "0-60,150-230"
@@ -46,16 +49,11 @@ SONG = "DANCE_C_4"  # a test dance's song (held out of training)
 
 
 def timed(calls: dict[str, Callable[[], np.ndarray]], repeats: int) -> dict[str, object]:
-    """Median and minimum seconds of each call, the calls alternating; the largest difference of
-    their outputs (the first call's output against each other's: joint positions of an edit in the
-    file's units, features of a dance) beside the largest output value."""
+    """Median and minimum seconds of each call, the calls alternating (``ab_revisions.alternate``);
+    the largest difference of their outputs (the first call's output against each other's: joint
+    positions of an edit in the file's units, features of a dance) beside the largest output value."""
     outputs = {name: call() for name, call in calls.items()}  # warm-up (builds the runners)
-    seconds: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            seconds[name].append(time.perf_counter() - start)
+    seconds = alternate(calls, repeats, warmup=False)
     first = next(iter(outputs.values()))
     difference = max(float(np.abs(out - first).max()) for out in outputs.values())
     row: dict[str, object] = {
@@ -140,7 +138,7 @@ def main() -> int:
         "dance_checkpoint": None if args.dance_checkpoint is None else str(args.dance_checkpoint),
         "cases": rows,
     }
-    atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
+    atomic_write_json(args.out, result)
     print(f"written to {args.out}")
     return 0
 
