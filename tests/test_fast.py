@@ -491,3 +491,38 @@ def test_pipeline_runners_follow_the_temperature() -> None:
     pipe.generate(1, 40, seed=0, sampler="dpm", steps=10)
     sde = pipe.generate(1, 40, seed=0, sampler="dpm-sde", steps=10).features
     assert torch.allclose(sde, plain.generate(1, 40, seed=0, sampler="dpm-sde", steps=10).features, atol=1e-4)
+
+
+def test_runners_of_one_pipeline_share_the_bf16_copies() -> None:
+    """A pipeline's runners read one pair of bf16 copies of its model (not two per runner), and a
+    runner on shared copies samples exactly as one that made its own; copies of another model are
+    refused, and a model put in place of the pipeline's gets copies of its own."""
+    from mofusion.checkpoint import default_checkpoint
+    from mofusion.fast import ModelCopies
+    from mofusion.pipeline import MotionPipeline
+
+    pipe = MotionPipeline.from_checkpoint(default_checkpoint(edit=True), "cpu", "bf16-all")
+    first = pipe.generate(1, 40, seed=0).features
+    second = pipe.generate(2, 48, seed=0).features
+    runners = list(pipe._runners.values())
+    assert len(runners) == 2
+    assert runners[0].model is runners[1].model and runners[0].table_model is runners[1].table_model
+    assert runners[0].model is not pipe.model and next(runners[0].model.parameters()).dtype == torch.bfloat16
+    assert first.shape[0] == 1 and second.shape[0] == 2
+
+    sampler = make_sampler(NoiseSchedule(DiffusionConfig(num_steps=100)), "ddpm", 10, 0.0, None)
+    model, cond = _model(), torch.randn(2, 4, 8)
+    every = Acceleration(bf16=True, bf16_all=True)
+    copies = ModelCopies(model)
+    shared = StepRunner(model, sampler, (2, 12, 16), cond, None, 2.0, every, copies=copies)
+    own = StepRunner(model, sampler, (2, 12, 16), cond, None, 2.0, every)
+    assert shared.model is copies.bf16_throughout() and own.model is not shared.model
+    assert torch.equal(shared.run(make_generator(1)), own.run(make_generator(1)))
+    with pytest.raises(ValueError, match="own model"):
+        StepRunner(_model(), sampler, (2, 12, 16), cond, None, 2.0, every, copies=copies)
+
+    pipe.model = _model()
+    pipe._runners.clear()
+    before = pipe._model_copies
+    pipe._runner(sampler, (2, 12, 16), cond, None, 2.0)
+    assert pipe._model_copies is not before and pipe._model_copies.model is pipe.model

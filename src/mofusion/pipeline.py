@@ -32,7 +32,7 @@ from .editing import (
     interpolate_known,
 )
 from .errors import CheckpointError, MofusionError
-from .fast import Acceleration, EditMode, StepRunner
+from .fast import Acceleration, EditMode, ModelCopies, StepRunner
 from .ik import fit_rotations, rotations_from_positions, skeleton_from_positions
 from .motion import Motion
 from .representation import FeatureSpec, MotionRepresentation, Normalizer
@@ -86,6 +86,7 @@ class MotionPipeline:
             # fixed shapes (one runner per shape): let cuDNN time its algorithms once per shape
             torch.backends.cudnn.benchmark = True
         self.model = model.to(self.device).eval()
+        self._model_copies = ModelCopies(self.model)  # the runners' bf16 copies, one pair for all
         self.config = config
         self.spec = spec
         self.representation = MotionRepresentation(spec)
@@ -331,10 +332,14 @@ class MotionPipeline:
             # each holds its own buffers and prompt tensors (about 100 MB at batch 128): keep many
             # only where building one is slow (a graph to capture, a step to compile); otherwise it
             # takes milliseconds
+            if self._model_copies.model is not self.model:  # a model put in place of the first
+                self._model_copies = ModelCopies(self.model)
             keep = 32 if acceleration.cuda_graph or acceleration.compile else 4
             while len(self._runners) >= keep:
                 self._runners.pop(next(iter(self._runners)))
-            runner = StepRunner(self.model, sampler, shape, cond, cond_mask, scale, acceleration, edit)
+            runner = StepRunner(
+                self.model, sampler, shape, cond, cond_mask, scale, acceleration, edit, self._model_copies
+            )
             self._runners[key] = runner  # built for this condition: nothing to set
         else:
             runner.set_condition(cond, cond_mask)
