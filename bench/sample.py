@@ -14,6 +14,8 @@ Rows (all at ``--frames`` frames, 50 steps, guidance 2.5 as the packaged model s
   built once), bf16 autocast, CUDA graph, torch.compile; then fewer steps (DDPM 20 and 10, DPM-SDE
   10: DPM-Solver++(2M) in its SDE form);
   the MDM-sized transformer and the issue's planning U-Net (128/256/512) through the same runner;
+- the library's ``generate()`` with its own settings for the device, with where its time goes
+  (``phases_ms``: prompt, sampling loop, positions, the rest; timed apart, with synchronisations);
 - throughput (samples per second, denoiser + sampler only) at each batch for ours and the MDM
   reference under the same settings;
 - FLOPs of one denoiser call at batch 1 (torch.utils.flop_counter), and at each throughput point
@@ -45,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from mdm_reference import MDMReference  # noqa: E402
 
+from mofusion._io import atomic_write_json  # noqa: E402
 from mofusion.checkpoint import default_checkpoint  # noqa: E402
 from mofusion.config import DenoiserConfig  # noqa: E402
 from mofusion.denoiser import MotionUNet1D  # noqa: E402
@@ -74,6 +77,49 @@ def timed(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int
         sync(device)
         times.append(time.perf_counter() - start)
     return times
+
+
+def library_phases(
+    pipe: MotionPipeline, call: Callable[[], None], device: torch.device, repeats: int
+) -> dict[str, float]:
+    """Where a ``generate()`` call's time goes (ms): the prompt encoded, the sampling loop, the
+    positions decoded, and the rest (the sampler and runner looked up, the prompt copied into the
+    runner, the copies back), of the call whose total is the median of ``repeats``, so the parts
+    add up. Timed apart from the latency itself, with a device synchronisation at each boundary,
+    so the total is a little more than an untimed call's."""
+    names = ("encode prompt", "sampling loop", "positions")
+    current = dict.fromkeys(names, 0.0)
+    calls: list[dict[str, float]] = []
+    run, positions, condition = StepRunner.run, pipe.positions, pipe.text_condition
+
+    def timing(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            sync(device)
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            sync(device)
+            current[name] += time.perf_counter() - start
+            return out
+
+        return wrapped
+
+    StepRunner.run = timing("sampling loop", run)  # type: ignore[method-assign]
+    pipe.positions = timing("positions", positions)  # type: ignore[method-assign]
+    pipe.text_condition = timing("encode prompt", condition)  # type: ignore[method-assign]
+    try:
+        for _ in range(repeats):
+            current.update(dict.fromkeys(names, 0.0))
+            sync(device)
+            start = time.perf_counter()
+            call()
+            sync(device)
+            total = time.perf_counter() - start
+            calls.append({**current, "rest": total - sum(current.values()), "total": total})
+    finally:
+        StepRunner.run = run  # type: ignore[method-assign]
+        del pipe.positions, pipe.text_condition
+    median = sorted(calls, key=lambda c: c["total"])[len(calls) // 2]
+    return {name: round(1000 * value, 3) for name, value in median.items()}
 
 
 def matmul_peak(device: torch.device) -> float | None:
@@ -161,9 +207,8 @@ class Bench:
         return time.perf_counter() - self.started > self.args.budget_s
 
     def save(self) -> None:
-        self.out.parent.mkdir(parents=True, exist_ok=True)
         self.result["elapsed_s"] = round(time.perf_counter() - self.started, 1)
-        self.out.write_text(json.dumps(self.result, indent=2) + "\n")
+        atomic_write_json(self.out, self.result)
 
     # -- one configuration ---------------------------------------------------------------------------
     def _sampler(self, kind: str, steps: int) -> Any:
@@ -245,6 +290,7 @@ class Bench:
 
         repeats = self.args.repeats if self.device.type == "cuda" else 3
         times = timed(call, self.device, repeats, warmup=2 if self.device.type == "cuda" else 1)
+        phases = library_phases(pipe, call, self.device, repeats)
         sample = pipe.config.sample
         row = {
             "label": label,
@@ -256,6 +302,7 @@ class Bench:
             "text_encoding_ms": None,
             "build_s": 0.0,
             "repeats": len(times),
+            "phases_ms": phases,
         }
         self.result["latency"].append(row)
         print(json.dumps(row), flush=True)
@@ -317,6 +364,11 @@ def table(result: dict[str, Any]) -> str:
         lines.append(
             f"{r['label']:64}{r['sampler']:>10}{r['median_ms']:>11.2f}{encode:>11}{r['build_s']:>9.2f}"
         )
+        if r.get("phases_ms"):
+            lines.append(
+                "    of which (ms, timed apart): "
+                + ", ".join(f"{k} {v:.2f}" for k, v in r["phases_ms"].items())
+            )
     if result["throughput"]:
         lines.append(f"{'throughput':48}{'batch':>7}{'samples/s':>11}{'TFLOP/s':>9}{'of peak':>9}")
         for r in result["throughput"]:
