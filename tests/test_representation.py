@@ -146,6 +146,7 @@ def test_consolidated_positions(bandai_clips: list[Path]) -> None:
     rep = MotionRepresentation(bandai_spec(clip.skeleton, 20.0))
     features = rep.encode_motion(clip)
     truth = rep.decode_positions(features)
+    assert torch.equal(rep.decode_positions(features, rep.root_trajectory(features)), truth)
     assert torch.allclose(rep.consolidated_positions(features, 6.0), truth, atol=1e-9)
     noisy = features.clone()
     sl = rep.slices["local_positions"]
