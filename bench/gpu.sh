@@ -22,21 +22,22 @@ mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
 if wants tests; then
-    MOFUSION_TEST_TEXT_ENCODER="$ENCODER" $PY -m pytest -q -o addopts="" -m gpu tests/test_fast.py \
+    MOFUSION_TEST_TEXT_ENCODER="$ENCODER" $PY -m pytest -q -o addopts="" -m gpu tests/test_fast.py tests/test_kernels.py \
         tests/test_text.py tests/test_bench_roofline.py -p no:cacheprovider 2>&1 | tee "$OUT/gpu-tests.log" | tail -4
 fi
 if wants sample; then
     timeout "${SAMPLE_S:-280}" $PY bench/sample.py --device cuda --text-encoder "$ENCODER" --compile \
         --budget-s "${SAMPLE_BUDGET_S:-220}" --out "$OUT/sample-cuda.json" 2>&1 | grep -v '^{'
 fi
-if wants profile; then
-    timeout "${PROFILE_S:-90}" $PY bench/profile_step.py --device cuda --batch 1024 \
-        --out "$OUT/profile-step-cuda.json" 2>&1 | grep -v -e '^{' -e '^USDT'
-    # batch 1 in float32, as generate() runs it there (bf16 only from batch 64)
-    timeout "${PROFILE_S:-90}" $PY bench/profile_step.py --device cuda --batch 1 --float32 \
-        --out "$OUT/profile-step-cuda-batch1.json" 2>&1 | grep -v -e '^{' -e '^USDT'
-    timeout "${PROFILE_S:-90}" $PY bench/profile_step.py --device cuda --batch 1024 --bf16-all --no-mdm \
-        --out "$OUT/profile-step-cuda-bf16-all.json" 2>&1 | grep -v -e '^{' -e '^USDT'
+if wants profile; then  # the default step (all in bf16) at both ends of the batch range, with and
+    # without the fused group norms (Acceleration.fused_norm); the MDM-sized reference at batch 1
+    for batch in 1024 1; do
+        for fused in "" "--fused"; do
+            mdm="--no-mdm"; [ "$batch" = 1 ] && [ -z "$fused" ] && mdm=""
+            timeout "${PROFILE_S:-90}" $PY bench/profile_step.py --device cuda --batch $batch --bf16-all $fused $mdm \
+                --out "$OUT/profile-step-cuda-batch$batch-bf16-all${fused:+-fused}.json" 2>&1 | grep -v -e '^{' -e '^USDT'
+        done
+    done
 fi
 if wants ab; then  # the sampling code of .devcache/base's revision against this tree, in one process
     timeout "${AB_S:-150}" $PY bench/ab_revisions.py --base-tree .devcache/base --device cuda \
@@ -46,7 +47,8 @@ if wants quality; then
     timeout "${QUALITY_S:-200}" $PY bench/sample_quality.py run --pack .devcache/quality-pack.npz --device cuda \
         --text-encoder "$ENCODER" --batch 512 --replications 10 --out "$OUT/quality-cuda.json" \
         --row ddpm:50:none --row ddpm:50:bf16+graph --row ddpm:20:bf16+graph --row ddim:20:bf16+graph \
-        --row ddpm:10:bf16+graph --row dpm-sde:10:bf16+graph --row ddpm:20:bf16-all+graph 2>&1 | tail -10
+        --row ddpm:10:bf16+graph --row dpm-sde:10:bf16+graph --row ddpm:20:bf16-all+graph \
+        --row ddpm:20:bf16-all+fused+graph --row ddpm:50:bf16-all+fused+graph 2>&1 | tail -10
 fi
 if wants train; then
     timeout "${TRAIN_S:-100}" $PY bench/train.py --data .devcache/train-pack.npz --device cuda --steps 40 \

@@ -50,6 +50,7 @@ from sample import matmul_peak, sync, timed  # noqa: E402
 from mofusion._io import atomic_write_json  # noqa: E402
 from mofusion.checkpoint import default_checkpoint  # noqa: E402
 from mofusion.fast import StepRunner  # noqa: E402
+from mofusion.kernels import fused_available, group_norm_act  # noqa: E402
 from mofusion.pipeline import MotionPipeline  # noqa: E402
 
 # datasheet figures for the bound where this machine's own are not given
@@ -194,7 +195,8 @@ def norm_forms(
 ) -> list[dict[str, Any]]:
     """Each distinct GroupNorm of ``model`` at ``batch`` as ``F.group_norm`` and as ``F.layer_norm``
     over each group's values plus the per-channel affine (one multiply-add): kernels and device
-    time per call, and their largest difference."""
+    time per call, and their largest difference; then with the SiLU that follows most of them, as
+    PyTorch runs it and fused (:func:`mofusion.kernels.group_norm_act`, where it runs)."""
     shapes = distinct_inputs(model, torch.nn.GroupNorm, lambda m, x: (x.shape[1], x.shape[2]), frames, device)
     rows = []
     for (channels, length), module in shapes.items():
@@ -206,14 +208,23 @@ def norm_forms(
         calls = {
             "group_norm": partial(F.group_norm, x, groups, weight, bias, eps),
             "layer_norm_affine": partial(_layer_form, x, groups, weight, bias, eps),
+            "group_norm_silu": partial(group_norm_act, x, groups, weight, bias, eps, True, fused=False),
         }
+        if fused_available(x):
+            calls["fused_group_norm_silu"] = partial(group_norm_act, x, groups, weight, bias, eps, True)
         with torch.no_grad():
             difference = (calls["group_norm"]() - calls["layer_norm_affine"]()).abs().max()
+            fused_difference = (
+                None
+                if "fused_group_norm_silu" not in calls
+                else float((calls["group_norm_silu"]() - calls["fused_group_norm_silu"]()).abs().max())
+            )
         row: dict[str, Any] = {"channels": channels, "frames": length, "groups": groups}
         for name, fn in calls.items():
             kernels, ms = per_call(fn, device, repeats)
             row[f"{name}_kernels"], row[f"{name}_ms"] = kernels, round(ms, 4)
         row["max_abs_difference"] = float(difference)
+        row["fused_max_abs_difference"] = fused_difference
         rows.append(row)
         print(json.dumps(rows[-1]), flush=True)
     return rows
@@ -250,6 +261,15 @@ def table(result: dict[str, Any]) -> str:
             f"the {len(norms)} distinct group norms once each: group_norm {group:.4f} ms, "
             f"layer_norm + affine {layer:.4f} ms ({group / layer:.2f} x); kernels per call {kernels[0]}"
         )
+        if all(n.get("fused_group_norm_silu_ms") is not None for n in norms):
+            plain = sum(n["group_norm_silu_ms"] for n in norms)
+            fused = sum(n["fused_group_norm_silu_ms"] for n in norms)
+            first = norms[0]
+            lines.append(
+                f"  with their SiLU: as PyTorch runs them {plain:.4f} ms ({first['group_norm_silu_kernels']} "
+                f"kernels per call), fused {fused:.4f} ms ({first['fused_group_norm_silu_kernels']}): "
+                f"{plain / fused:.2f} x"
+            )
     return "\n".join(lines)
 
 
@@ -263,6 +283,9 @@ def main() -> int:
     parser.add_argument("--float32", action="store_true", help="no bf16 autocast")
     parser.add_argument(
         "--bf16-all", action="store_true", help="the step all in bf16, no autocast (Acceleration.bf16_all)"
+    )
+    parser.add_argument(
+        "--fused", action="store_true", help="group norms and their SiLU fused (Acceleration.fused_norm)"
     )
     parser.add_argument("--peak-tflops", type=float, default=None, help="default: measured here (GPU)")
     parser.add_argument("--bandwidth-tbs", type=float, default=None, help="default: the datasheet's")
@@ -284,6 +307,8 @@ def main() -> int:
     if not args.no_mdm:
         models["MDM-sized transformer"] = MDMReference(FEATURES).eval()
     precision = "bf16 throughout (bf16-all)" if args.bf16_all else "bf16 autocast" if bf16 else "float32"
+    if args.fused:
+        precision += ", fused group norms"
     result: dict[str, Any] = {
         "machine": name, "torch": torch.__version__, "batch": args.batch, "frames": args.frames,
         "precision": precision, "peak_tflops": peak,
@@ -298,7 +323,8 @@ def main() -> int:
         model = model.to(device)
         # the MDM-sized reference has no sampling cache, which bf16-all needs: it stays on autocast
         whole = args.bf16_all and hasattr(model, "precompute")
-        runner = step_runner(model, pipe, args.batch, args.frames, device, bf16, bf16_all=whole)
+        fused = args.fused and hasattr(model, "precompute")  # the reference has no group norms
+        runner = step_runner(model, pipe, args.batch, args.frames, device, bf16, bf16_all=whole, fused=fused)
         row = profile_steps(runner, device, args.warmup, args.steps)
         row["bound_ms_per_step_by_category"] = bound
         result["models"][label] = row

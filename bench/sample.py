@@ -11,8 +11,8 @@ Rows (all at ``--frames`` frames, 50 steps, guidance 2.5 as the packaged model s
 - latency (batch 1, end to end: the prompt encoded on the device, the sampling loop, the output
   copied back and denormalised) of the packaged default model under each speed-up alone and in
   combination: the eager loop (``mofusion`` before this benchmark), the step runner (condition
-  built once), bf16 autocast, CUDA graph, torch.compile; then fewer steps (DDPM 20 and 10, DPM-SDE
-  10: DPM-Solver++(2M) in its SDE form);
+  built once), bf16 autocast, bf16 throughout, fused group norms, CUDA graph, torch.compile; then
+  fewer steps (DDPM 20 and 10, DPM-SDE 10: DPM-Solver++(2M) in its SDE form);
   the MDM-sized transformer and the issue's planning U-Net (128/256/512) through the same runner;
 - the library's ``generate()`` with its own settings for the device, with where its time goes
   (``phases_ms``: prompt, sampling loop, positions, the rest; timed apart, with synchronisations);
@@ -426,6 +426,10 @@ def main() -> int:
         bench.latency("ours: + CUDA graph only", ours, "graph")
         bench.latency("ours: bf16 + CUDA graph", ours, "bf16+graph")
         bench.latency("ours: bf16 throughout (bf16-all) + CUDA graph", ours, "bf16-all+graph")
+        bench.latency("ours: bf16-all + fused group norms + CUDA graph", ours, "bf16-all+fused+graph")
+        bench.latency(
+            "ours: bf16-all + fused norms + CUDA graph, DDPM 20", ours, "bf16-all+fused+graph", "ddpm", 20
+        )
         bench.latency("ours: CUDA graph, DDPM 20", ours, "graph", "ddpm", 20)
         bench.latency("ours: bf16 + CUDA graph, DDPM 20", ours, "bf16+graph", "ddpm", 20)
         bench.latency("ours: CUDA graph, DDPM 14", ours, "graph", "ddpm", 14)
@@ -447,6 +451,7 @@ def main() -> int:
         bench.throughput(ours, "graph", batches)
         bench.throughput(ours, "bf16+graph", batches)
         bench.throughput(ours, "bf16-all+graph", batches)
+        bench.throughput(ours, "bf16-all+fused+graph", batches)
         bench.throughput(mdm, "bf16+graph", batches)
         if args.compile:
             bench.throughput(ours, "bf16+compile+graph", [max(batches)])

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from .config import DenoiserConfig
 from .errors import MofusionError
+from .kernels import group_norm_act
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -73,9 +74,21 @@ def _zero(module: nn.Module) -> nn.Module:
     return module
 
 
+def _norm(norm: nn.GroupNorm, x: Tensor, silu: bool, fused: bool) -> Tensor:
+    """``norm(x)``, followed by SiLU if ``silu``; ``fused``: as one kernel on a GPU
+    (:func:`mofusion.kernels.group_norm_act`), which only a sampling step's model copy asks for."""
+    if fused:
+        return group_norm_act(x, norm.num_groups, norm.weight, norm.bias, norm.eps, silu)
+    return F.silu(norm(x)) if silu else norm(x)
+
+
 class ResBlock1D(nn.Module):
     """GroupNorm -> SiLU -> conv, then the step embedding as scale and shift, -> GroupNorm -> SiLU ->
     dropout -> conv (zero-initialised), plus a residual (1x1 conv when widths differ)."""
+
+    fused_norm = False
+    """Each group norm and its SiLU as one GPU kernel (set on a step runner's copy, see
+    :mod:`mofusion.kernels`)."""
 
     def __init__(
         self, in_ch: int, out_ch: int, time_dim: int, groups: int, kernel: int, dropout: float
@@ -103,16 +116,19 @@ class ResBlock1D(nn.Module):
     def forward(self, x: Tensor, t_emb: Tensor | None, film: Tensor | None = None) -> Tensor:
         """``film``: :meth:`film` of one step ``(1, 2 * out_ch)``, computed beforehand (None: from
         ``t_emb``)."""
-        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv1(_norm(self.norm1, x, True, self.fused_norm))
         if film is None:
             assert t_emb is not None
             scale, shift = self.time(t_emb)[:, :, None].chunk(2, dim=1)
             # one fused multiply-add instead of a multiply and an add over the activations
-            h = torch.addcmul(shift, self.norm2(h), 1 + scale)
+            h = F.silu(torch.addcmul(shift, self.norm2(h), 1 + scale))
         else:
             weight, bias = film.view(2, -1)
-            h = F.group_norm(h, self.norm2.num_groups, weight, bias, self.norm2.eps)
-        h = self.conv2(self.dropout(F.silu(h)))
+            if self.fused_norm:
+                h = group_norm_act(h, self.norm2.num_groups, weight, bias, self.norm2.eps, True)
+            else:
+                h = F.silu(F.group_norm(h, self.norm2.num_groups, weight, bias, self.norm2.eps))
+        h = self.conv2(self.dropout(h))
         return self.skip(x) + h
 
 
@@ -151,6 +167,8 @@ class CrossAttention1D(nn.Module):
 
     ``aligned``: the tokens are frames aligned with the motion (music); step ``i`` of this stage
     (``stride`` motion frames each) attends with a penalty ``slope_h * |centre_i - j|`` to frame ``j``."""
+
+    fused_norm = False  # the group norm as one GPU kernel (see ResBlock1D.fused_norm)
 
     def __init__(
         self, channels: int, cond_dim: int, heads: int, groups: int, aligned: bool = False, stride: int = 1
@@ -220,10 +238,12 @@ class CrossAttention1D(nn.Module):
         b, c, t = x.shape
         if prompt is not None and not self.aligned:
             weights, bias, values = prompt
-            logits = torch.baddbmm(bias, weights, self.norm(x))  # (B, H * L, T)
+            logits = torch.baddbmm(
+                bias, weights, _norm(self.norm, x, False, self.fused_norm)
+            )  # (B, H * L, T)
             probs = logits.view(b, self.heads, -1, t).softmax(dim=2).view(b, -1, t)
             return torch.baddbmm(x, values, probs.to(values.dtype))
-        q = self.q(self.norm(x).transpose(1, 2))  # (B, T, C)
+        q = self.q(_norm(self.norm, x, False, self.fused_norm).transpose(1, 2))  # (B, T, C)
         if prompt is None:
             assert cond is not None
             prompt = self.keys_values(cond)
@@ -323,6 +343,8 @@ class MotionUNet1D(nn.Module):
             ``interpolation_residual``, their interpolation, defined on every frame).
         known_mask: ``(B, C, T)`` True where ``known`` holds (None: nothing is known).
     """
+
+    fused_norm = False  # the output's group norm and SiLU as one GPU kernel (see ResBlock1D.fused_norm)
 
     def __init__(self, cfg: DenoiserConfig) -> None:
         super().__init__()
@@ -472,8 +494,8 @@ class MotionUNet1D(nn.Module):
                 h = upsample(F.interpolate(h, scale_factor=2.0, mode="nearest"))
             k = len(self.down) + j
             h = stage(torch.cat((h, skips.pop()), dim=1), t_emb, cond, cond_mask, films[k], prompt[k])
-        norm, activation, conv = self.output
-        h = activation(norm(h))
+        norm, _, conv = self.output  # GroupNorm, SiLU, conv
+        h = _norm(norm, h, True, self.fused_norm)
         if guidance is not None:
             conditional, null = h.chunk(2)
             h = torch.lerp(null, conditional, guidance)

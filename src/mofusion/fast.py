@@ -67,6 +67,11 @@ class Acceleration:
     its motions score as float32's do (FID and R-Precision paired against float32's, within
     their intervals: bench/results/sample-quality-cuda-bf16-all.json). ``bf16-all`` in
     :meth:`parse`. Needs a model with a sampling cache."""
+    fused_norm: bool = False
+    """Each group norm of the step and the SiLU after it as one Triton kernel on a GPU
+    (:mod:`mofusion.kernels`): 16 norms and 11 SiLUs, 59 kernels of a guided step, become 16. Not
+    measured on a GPU yet, so not a default; ``fused`` in :meth:`parse`. Ignored under
+    ``compile``, which fuses them itself."""
     bf16_min_batch: int = 1
     """bf16 only from this batch on. With autocast, below batch 64 the casts cost more than they
     save (bench/results/sample-cuda-h200-graphed-condition.json); without them (``bf16_all``)
@@ -85,18 +90,17 @@ class Acceleration:
     def parse(cls, text: str, device: torch.device) -> Acceleration:
         """``auto`` (the measured best for the device, see bench/sample.py), ``none``, or a
         ``+``-joined list of ``runner``, ``bf16``, ``bf16-all`` (bf16 without autocast in the step,
-        see :attr:`bf16_all`), ``compile``, ``graph``."""
+        see :attr:`bf16_all`), ``fused`` (see :attr:`fused_norm`), ``compile``, ``graph``."""
         text = text.strip().lower()
         if text == "auto":
             return cls.default_for(device)
         if text in ("none", "", "eager"):
             return cls()
         parts = set(text.split("+"))
-        unknown = parts - {"runner", "bf16", "bf16-all", "compile", "graph"}
+        unknown = parts - {"runner", "bf16", "bf16-all", "fused", "compile", "graph"}
         if unknown:
-            raise MofusionError(
-                f"unknown acceleration {', '.join(sorted(unknown))} (runner, bf16, bf16-all, compile, graph)"
-            )
+            known = "runner, bf16, bf16-all, fused, compile, graph"
+            raise MofusionError(f"unknown acceleration {', '.join(sorted(unknown))} ({known})")
         if "graph" in parts and device.type != "cuda":
             raise MofusionError("CUDA graphs need a CUDA device")
         every = "bf16-all" in parts
@@ -106,6 +110,7 @@ class Acceleration:
             compile="compile" in parts,
             cuda_graph="graph" in parts,
             bf16_all=every,
+            fused_norm="fused" in parts,
         )
 
     @classmethod
@@ -178,6 +183,7 @@ class ModelCopies:
         self.model = model
         self._bf16_weights: nn.Module | None = None
         self._bf16_throughout: nn.Module | None = None
+        self._fused: dict[str, nn.Module] = {}
 
     def bf16_weights(self) -> nn.Module:
         """The model with bfloat16 convolutions and linear maps (:func:`bf16_weights`)."""
@@ -190,6 +196,25 @@ class ModelCopies:
         if self._bf16_throughout is None:
             self._bf16_throughout = deepcopy(self.model).to(torch.bfloat16)
         return self._bf16_throughout
+
+    def step_model(self, precision: str, fused: bool) -> nn.Module:
+        """The model a step runs: ``precision`` ``float32`` (the model itself), ``bf16-weights`` or
+        ``bf16`` (throughout); ``fused``: a copy of that one whose group norms run fused
+        (:attr:`Acceleration.fused_norm`), kept apart so that the others stay as they are."""
+        base = {
+            "float32": lambda: self.model,
+            "bf16-weights": self.bf16_weights,
+            "bf16": self.bf16_throughout,
+        }
+        if not fused:
+            return base[precision]()
+        if precision not in self._fused:
+            copy = deepcopy(base[precision]())
+            for module in copy.modules():
+                if hasattr(type(module), "fused_norm"):
+                    module.fused_norm = True  # type: ignore[assignment]
+            self._fused[precision] = copy
+        return self._fused[precision]
 
 
 class StepRunner:
@@ -317,7 +342,8 @@ class StepRunner:
         elif copies.model is not model:
             raise ValueError("the copies given to a step runner must be of its own model")
         self.table_model = copies.bf16_weights() if acceleration.bf16 else model
-        self.model = copies.bf16_throughout() if self.all_bf16 else self.table_model
+        precision = "bf16" if self.all_bf16 else "bf16-weights" if acceleration.bf16 else "float32"
+        self.model = copies.step_model(precision, acceleration.fused_norm and not acceleration.compile)
         model = self.table_model
         # the step-only and condition-only parts of the model (step embeddings, what each
         # cross-attention takes from the condition), once for the whole loop instead of at every step
