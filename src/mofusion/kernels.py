@@ -6,7 +6,8 @@ the normalisation) and the SiLU after it one more; 16 group norms and 11 SiLUs m
 guided step's kernels. :func:`group_norm_act` does each group norm and its activation in one
 kernel: one program per (sample, group), which loads the group once, takes its mean and variance
 in float32, and writes ``silu(gamma (x - mean) / std + beta)`` in the input's dtype. At large batch
-it reads and writes the activations once each instead of five times.
+it passes over the activations twice (one read, one write) where PyTorch passes five times (three
+reads, two writes).
 
 Triton comes with PyTorch's CUDA wheels; without it, on a CPU, or for a group larger than
 :data:`MAX_GROUP_ELEMENTS` (one program holds a whole group), the function computes the same with
