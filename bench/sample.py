@@ -203,6 +203,16 @@ class Bench:
             print(f"note: the model reads the prompt as {cond.shape[1]} tokens, not {PROMPT_TOKENS}")
         return cond, mask
 
+    def attempt(self, label: str, row: Callable[..., None], *args: Any) -> None:
+        """``row(*args)``, recorded as failed in ``skipped`` (one line) instead of ending the run:
+        for rows of code that has not run on this kind of device yet."""
+        try:
+            row(*args)
+        except Exception as error:  # noqa: BLE001 - any failure of an untried row, said and passed over
+            first = (str(error).strip().splitlines() or [""])[0][:200]
+            self.result["skipped"].append(f"{label}: failed ({type(error).__name__}: {first})")
+            print(f"{label}: failed ({type(error).__name__}: {first})", flush=True)
+
     def over_budget(self) -> bool:
         return time.perf_counter() - self.started > self.args.budget_s
 
@@ -426,10 +436,11 @@ def main() -> int:
         bench.latency("ours: + CUDA graph only", ours, "graph")
         bench.latency("ours: bf16 + CUDA graph", ours, "bf16+graph")
         bench.latency("ours: bf16 throughout (bf16-all) + CUDA graph", ours, "bf16-all+graph")
-        bench.latency("ours: bf16-all + fused group norms + CUDA graph", ours, "bf16-all+fused+graph")
-        bench.latency(
-            "ours: bf16-all + fused norms + CUDA graph, DDPM 20", ours, "bf16-all+fused+graph", "ddpm", 20
-        )
+        # the fused group norms have not run on a GPU yet: a failure is recorded, not fatal
+        fused_label = "ours: bf16-all + fused group norms + CUDA graph"
+        bench.attempt(fused_label, bench.latency, fused_label, ours, "bf16-all+fused+graph")
+        fused_label = "ours: bf16-all + fused norms + CUDA graph, DDPM 20"
+        bench.attempt(fused_label, bench.latency, fused_label, ours, "bf16-all+fused+graph", "ddpm", 20)
         bench.latency("ours: CUDA graph, DDPM 20", ours, "graph", "ddpm", 20)
         bench.latency("ours: bf16 + CUDA graph, DDPM 20", ours, "bf16+graph", "ddpm", 20)
         bench.latency("ours: CUDA graph, DDPM 14", ours, "graph", "ddpm", 14)
@@ -451,8 +462,8 @@ def main() -> int:
         bench.throughput(ours, "graph", batches)
         bench.throughput(ours, "bf16+graph", batches)
         bench.throughput(ours, "bf16-all+graph", batches)
-        bench.throughput(ours, "bf16-all+fused+graph", batches)
         bench.throughput(mdm, "bf16+graph", batches)
+        bench.attempt("throughput, fused", bench.throughput, ours, "bf16-all+fused+graph", batches)
         if args.compile:
             bench.throughput(ours, "bf16+compile+graph", [max(batches)])
             bench.throughput(mdm, "bf16+compile+graph", [max(batches)])

@@ -35,3 +35,19 @@ def test_library_phases_add_up_and_leave_nothing_patched() -> None:
     assert abs(parts - phases["total"]) < 0.01
     assert StepRunner.run is run and pipe.positions == positions and pipe.text_condition == condition
     assert "positions" not in vars(pipe) and "text_condition" not in vars(pipe)
+
+
+def test_a_failing_row_is_recorded_and_passed_over() -> None:
+    """An untried row that fails (the fused kernel's on a first GPU) leaves one line in ``skipped``
+    and lets the rows after it run."""
+    bench = object.__new__(sample.Bench)
+    bench.result = {"skipped": []}
+    ran = []
+
+    def broken(label: str) -> None:
+        raise RuntimeError(f"{label} could not compile\nand a long trace after it")
+
+    bench.attempt("fused row", broken, "kernel")
+    bench.attempt("next row", ran.append, "ran")
+    assert bench.result["skipped"] == ["fused row: failed (RuntimeError: kernel could not compile)"]
+    assert ran == ["ran"]
