@@ -152,3 +152,29 @@ def test_fused_runner_on_gpu() -> None:
             torch.cuda.synchronize()
         kernels[fused_norm] = sum(1 for e in trace.events() if e.device_type.name == "CUDA")
     assert kernels[True] <= kernels[False] - 40, kernels
+
+
+def test_a_kernel_that_cannot_run_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Triton's compiler or driver failing (an untried GPU) is a MofusionError that says what to
+    leave out, not a compiler's trace."""
+    import mofusion.kernels as kernels
+    from mofusion.errors import MofusionError
+
+    class _Failing:
+        def __getitem__(self, grid: object) -> object:
+            def launch(*args: object, **kwargs: object) -> None:
+                raise RuntimeError("PassManager::run failed\n(hundreds of lines of MLIR)")
+
+            return launch
+
+    monkeypatch.setattr(kernels, "_kernel", lambda: _Failing())
+    monkeypatch.setattr(kernels, "fused_available", lambda x: True)
+    x = torch.randn(1, 8, 5)
+    with (
+        torch.no_grad(),
+        pytest.raises(
+            MofusionError,
+            match=r"could not run here \(RuntimeError: PassManager::run failed\); leave 'fused' out",
+        ),
+    ):
+        group_norm_act(x, 2, torch.ones(8), torch.zeros(8), 1e-5, True)

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .errors import MofusionError
+
 MAX_GROUP_ELEMENTS = 16384
 """Channels per group times frames that one program normalises (a 10-s motion's largest group is
 7,200); above it the unfused path runs."""
@@ -90,8 +92,15 @@ def group_norm_act(
     x = x.contiguous()
     out = torch.empty_like(x)
     block = max(128, 1 << (group_size - 1).bit_length())
-    _kernel()[(batch * groups,)](
-        x, weight.contiguous(), bias.contiguous(), out, group_size, frames, channels // groups, groups,
-        float(eps), SILU=silu, BLOCK=block, num_warps=8 if block >= 4096 else 4,
-    )  # fmt: skip
+    try:
+        _kernel()[(batch * groups,)](
+            x, weight.contiguous(), bias.contiguous(), out, group_size, frames, channels // groups, groups,
+            float(eps), SILU=silu, BLOCK=block, num_warps=8 if block >= 4096 else 4,
+        )  # fmt: skip
+    except Exception as error:  # Triton's compiler or driver: one line for the user, not its trace
+        first = (str(error).strip().splitlines() or [""])[0][:200]
+        raise MofusionError(
+            f"the fused group norm could not run here ({type(error).__name__}: {first}); "
+            "leave 'fused' out of the acceleration"
+        ) from error
     return out
