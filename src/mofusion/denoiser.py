@@ -123,11 +123,8 @@ class ResBlock1D(nn.Module):
             # one fused multiply-add instead of a multiply and an add over the activations
             h = F.silu(torch.addcmul(shift, self.norm2(h), 1 + scale))
         else:
-            weight, bias = film.view(2, -1)
-            if self.fused_norm:
-                h = group_norm_act(h, self.norm2.num_groups, weight, bias, self.norm2.eps, True)
-            else:
-                h = F.silu(F.group_norm(h, self.norm2.num_groups, weight, bias, self.norm2.eps))
+            weight, bias = film.view(2, -1)  # group_norm_act is PyTorch's own unless fused
+            h = group_norm_act(h, self.norm2.num_groups, weight, bias, self.norm2.eps, True, self.fused_norm)
         h = self.conv2(self.dropout(h))
         return self.skip(x) + h
 

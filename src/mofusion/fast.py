@@ -181,40 +181,37 @@ class ModelCopies:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
-        self._bf16_weights: nn.Module | None = None
-        self._bf16_throughout: nn.Module | None = None
-        self._fused: dict[str, nn.Module] = {}
+        self._made: dict[tuple[str, bool], nn.Module] = {}
 
     def bf16_weights(self) -> nn.Module:
         """The model with bfloat16 convolutions and linear maps (:func:`bf16_weights`)."""
-        if self._bf16_weights is None:
-            self._bf16_weights = bf16_weights(self.model)
-        return self._bf16_weights
+        return self.step_model("bf16-weights", False)
 
     def bf16_throughout(self) -> nn.Module:
         """The model in bfloat16 throughout, normalisations included."""
-        if self._bf16_throughout is None:
-            self._bf16_throughout = deepcopy(self.model).to(torch.bfloat16)
-        return self._bf16_throughout
+        return self.step_model("bf16", False)
 
     def step_model(self, precision: str, fused: bool) -> nn.Module:
         """The model a step runs: ``precision`` ``float32`` (the model itself), ``bf16-weights`` or
         ``bf16`` (throughout); ``fused``: a copy of that one whose group norms run fused
         (:attr:`Acceleration.fused_norm`), kept apart so that the others stay as they are."""
-        base = {
-            "float32": lambda: self.model,
-            "bf16-weights": self.bf16_weights,
-            "bf16": self.bf16_throughout,
-        }
-        if not fused:
-            return base[precision]()
-        if precision not in self._fused:
-            copy = deepcopy(base[precision]())
-            for module in copy.modules():
-                if hasattr(type(module), "fused_norm"):
-                    module.fused_norm = True  # type: ignore[assignment]
-            self._fused[precision] = copy
-        return self._fused[precision]
+        if precision == "float32" and not fused:
+            return self.model
+        key = (precision, fused)
+        if key not in self._made:
+            if fused:
+                copy = deepcopy(self.step_model(precision, False))
+                for module in copy.modules():
+                    if hasattr(type(module), "fused_norm"):
+                        module.fused_norm = True  # type: ignore[assignment]
+            elif precision == "bf16-weights":
+                copy = bf16_weights(self.model)
+            elif precision == "bf16":
+                copy = deepcopy(self.model).to(torch.bfloat16)
+            else:
+                raise ValueError(f"unknown precision {precision!r} (float32, bf16-weights, bf16)")
+            self._made[key] = copy
+        return self._made[key]
 
 
 class StepRunner:
