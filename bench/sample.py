@@ -52,6 +52,7 @@ from mofusion.checkpoint import default_checkpoint  # noqa: E402
 from mofusion.config import DenoiserConfig  # noqa: E402
 from mofusion.denoiser import MotionUNet1D  # noqa: E402
 from mofusion.diffusion import guided, make_generator, make_sampler, sample_loop  # noqa: E402
+from mofusion.errors import first_line  # noqa: E402
 from mofusion.fast import Acceleration, StepRunner  # noqa: E402
 from mofusion.pipeline import MotionPipeline  # noqa: E402
 
@@ -209,7 +210,7 @@ class Bench:
         try:
             row(*args)
         except Exception as error:  # noqa: BLE001 - any failure of an untried row, said and passed over
-            first = (str(error).strip().splitlines() or [""])[0][:200]
+            first = first_line(error)[:200]
             self.result["skipped"].append(f"{label}: failed ({type(error).__name__}: {first})")
             print(f"{label}: failed ({type(error).__name__}: {first})", flush=True)
 

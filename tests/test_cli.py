@@ -210,3 +210,14 @@ def test_resume_takes_loop_settings_and_refuses_other_changes(
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
              if '"loss"' in line]  # fmt: skip
     assert steps[-2:] == [13, 14]  # logged every step after the resume
+
+
+def test_first_line_of_a_library_error() -> None:
+    """One-line messages quote a library error's first line, and its type where it says nothing."""
+    from mofusion.errors import first_line
+
+    assert first_line(RuntimeError("size mismatch for conv.weight\n  copying a param ...")) == (
+        "size mismatch for conv.weight"
+    )
+    assert first_line(RuntimeError("\n  leading blank line\nmore")) == "leading blank line"
+    assert first_line(RuntimeError("")) == "RuntimeError"

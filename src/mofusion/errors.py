@@ -14,6 +14,13 @@ class MofusionError(Exception):
     """Base class of errors caused by input, rendered to the user as one line."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (its type's name where it has none): what a one-line
+    message quotes of a library's multi-line error."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 class InputError(MofusionError):
     """A file given by the user is unreadable or malformed.
 

@@ -30,7 +30,7 @@ from .checkpoint import PRETRAINED_DIR
 from .conditioning import CaptionBank
 from .config import ConditionConfig
 from .data.dataset import MotionDataset
-from .errors import CheckpointError, MofusionError
+from .errors import CheckpointError, MofusionError, first_line
 from .representation import FeatureSpec
 
 DEFAULT_EVALUATOR = "evaluator-bandai"
@@ -242,9 +242,7 @@ def load_evaluator(path: str | Path | None = None) -> TextMotionEvaluator:
         model = TextMotionEvaluator(cfg)
         model.load_state_dict(weights)
     except (OSError, ValueError, TypeError, RuntimeError) as exc:
-        raise CheckpointError(
-            f"{directory}: cannot load the evaluator ({str(exc).splitlines()[0]})"
-        ) from None
+        raise CheckpointError(f"{directory}: cannot load the evaluator ({first_line(exc)})") from None
     return model.eval()
 
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import MofusionError
+from .errors import MofusionError, first_line
 
 MAX_GROUP_ELEMENTS = 16384
 """Channels per group times frames that one program normalises (a 10-s motion's largest group is
@@ -98,7 +98,7 @@ def group_norm_act(
             float(eps), SILU=silu, BLOCK=block, num_warps=8 if block >= 4096 else 4,
         )  # fmt: skip
     except Exception as error:  # Triton's compiler or driver: one line for the user, not its trace
-        first = (str(error).strip().splitlines() or [""])[0][:200]
+        first = first_line(error)[:200]
         raise MofusionError(
             f"the fused group norm could not run here ({type(error).__name__}: {first}); "
             "leave 'fused' out of the acceleration"

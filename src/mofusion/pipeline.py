@@ -31,7 +31,7 @@ from .editing import (
     feature_mask,
     interpolate_known,
 )
-from .errors import CheckpointError, MofusionError
+from .errors import CheckpointError, MofusionError, first_line
 from .fast import Acceleration, EditMode, ModelCopies, StepRunner
 from .ik import fit_rotations, rotations_from_positions, skeleton_from_positions
 from .motion import Motion
@@ -109,9 +109,8 @@ class MotionPipeline:
         try:
             model.load_state_dict(checkpoint.weights)
         except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
             raise CheckpointError(
-                f"{checkpoint.path}: weights do not fit the configured model ({first})"
+                f"{checkpoint.path}: weights do not fit the configured model ({first_line(exc)})"
             ) from None
         return cls(
             model,
