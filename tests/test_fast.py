@@ -198,6 +198,10 @@ def test_acceleration_parsing() -> None:
         Acceleration.parse("graph", cpu)
     with pytest.raises(MofusionError, match="unknown acceleration"):
         Acceleration.parse("fp8", cpu)
+    assert Acceleration.parse(" bf16 + runner ", cpu) == Acceleration(runner=True, bf16=True)
+    for text in ("+", "bf16+", "bf16++runner"):
+        with pytest.raises(MofusionError, match="empty part"):
+            Acceleration.parse(text, cpu)
 
 
 def test_set_condition_refuses_another_shape() -> None:

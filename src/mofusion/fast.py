@@ -96,10 +96,12 @@ class Acceleration:
             return cls.default_for(device)
         if text in ("none", "", "eager"):
             return cls()
-        parts = set(text.split("+"))
+        parts = {part.strip() for part in text.split("+")}
+        known = "runner, bf16, bf16-all, fused, compile, graph"
+        if "" in parts:
+            raise MofusionError(f"acceleration {text!r} has an empty part: join names with '+' ({known})")
         unknown = parts - {"runner", "bf16", "bf16-all", "fused", "compile", "graph"}
         if unknown:
-            known = "runner, bf16, bf16-all, fused, compile, graph"
             raise MofusionError(f"unknown acceleration {', '.join(sorted(unknown))} ({known})")
         if "graph" in parts and device.type != "cuda":
             raise MofusionError("CUDA graphs need a CUDA device")
