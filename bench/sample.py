@@ -4,7 +4,7 @@ an MDM-sized transformer on the same sampler, inputs and machine, with FLOPs and
 Usage:
     python bench/sample.py [--device cuda|cpu] [--threads 2] [--frames 300] [--steps 50]
                            [--batches 1 4 16 64 256 1024] [--budget-s 400] [--out FILE]
-                           [--text-encoder PATH] [--random-condition]
+                           [--text-encoder PATH] [--random-condition] [--library-only]
 
 Rows (all at ``--frames`` frames, 50 steps, guidance 2.5 as the packaged model samples, one prompt):
 
@@ -20,6 +20,8 @@ Rows (all at ``--frames`` frames, 50 steps, guidance 2.5 as the packaged model s
   reference under the same settings;
 - FLOPs of one denoiser call at batch 1 (torch.utils.flop_counter), and at each throughput point
   the achieved denoiser FLOP rate over the bf16 matrix peak measured in the same run.
+
+``--library-only``: the library rows only, a quick check of ``generate()``'s defaults.
 
 ``--random-condition``: throughput rows only, with random condition tokens of the encoded prompt's
 shape (12 tokens of 384: the same FLOPs), for a machine without the text encoder.
@@ -395,6 +397,12 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def library_rows(bench: Bench) -> None:
+    bench.library_call("ours: library generate(), default settings (positions decoded)")
+    bench.library_call("ours: library generate(), DPM-SDE 10 (positions decoded)", "dpm-sde", 10)
+    bench.library_call("ours: library generate(), DDPM 14 (positions decoded)", "ddpm", 14)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -411,6 +419,11 @@ def main() -> int:
         action="store_true",
         help="throughput only, on random condition tokens (no text encoder needed)",
     )
+    parser.add_argument(
+        "--library-only",
+        action="store_true",
+        help="only the library's generate() rows (a quick check of its defaults)",
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.threads:
@@ -418,7 +431,9 @@ def main() -> int:
     bench = Bench(args)
     gpu = bench.device.type == "cuda"
     ours, mdm, plan = list(bench.models)
-    if args.random_condition:
+    if args.library_only:
+        library_rows(bench)
+    elif args.random_condition:
         batches = args.batches or ([1, 64, 1024] if gpu else [1, 4])
         how = "bf16+graph" if gpu else "none"
         bench.throughput(ours, "graph" if gpu else "none", batches)
@@ -451,9 +466,7 @@ def main() -> int:
         bench.latency("MDM-sized: CUDA graph", mdm, "graph")
         bench.latency("MDM-sized: bf16 + CUDA graph", mdm, "bf16+graph")
         bench.latency("U-Net 128/256/512: CUDA graph", plan, "graph")
-        bench.library_call("ours: library generate(), default settings (positions decoded)")
-        bench.library_call("ours: library generate(), DPM-SDE 10 (positions decoded)", "dpm-sde", 10)
-        bench.library_call("ours: library generate(), DDPM 14 (positions decoded)", "ddpm", 14)
+        library_rows(bench)
         if args.compile:
             bench.latency("ours: compile + CUDA graph", ours, "compile+graph")
             bench.latency("ours: compile + CUDA graph, DDPM 20", ours, "compile+graph", "ddpm", 20)
@@ -477,9 +490,7 @@ def main() -> int:
         bench.latency("ours: step runner, DDPM 14", ours, "none", "ddpm", 14)
         bench.latency("ours: step runner, DDPM 10", ours, "none", "ddpm", 10)
         bench.latency("ours: step runner, DPM-SDE 10", ours, "none", "dpm-sde", 10)
-        bench.library_call("ours: library generate(), default settings (positions decoded)")
-        bench.library_call("ours: library generate(), DPM-SDE 10 (positions decoded)", "dpm-sde", 10)
-        bench.library_call("ours: library generate(), DDPM 14 (positions decoded)", "ddpm", 14)
+        library_rows(bench)
         bench.latency("MDM-sized: step runner, float32", mdm, "none")
         bench.latency("U-Net 128/256/512: step runner, float32", plan, "none")
         bench.throughput(ours, "none", batches)

@@ -186,7 +186,7 @@ def test_acceleration_parsing() -> None:
     assert Acceleration.parse("auto", cpu) == Acceleration(runner=True)  # the step runner, float32
     assert Acceleration.parse("auto", cpu).any and not Acceleration.parse("none", cpu).any
     gpu = Acceleration.parse("auto", cuda)
-    assert gpu.cuda_graph and not gpu.compile
+    assert gpu.cuda_graph and not gpu.compile and gpu.fused_norm  # fused norms: measured on an H200
     assert gpu.for_batch(1).bf16_all and gpu.for_batch(1024).bf16_all  # bfloat16 throughout, from batch 1
     assert Acceleration.parse("bf16+compile", cpu) == Acceleration(runner=True, bf16=True, compile=True)
     every = Acceleration.parse("bf16-all+graph", cuda)
