@@ -212,10 +212,11 @@ def generate(
     acceleration: Annotated[
         str,
         typer.Option(
-            help="Sampling speed-ups: auto (on a GPU a CUDA graph of the step all in bf16, float32 for "
-            "edits; the step runner on a CPU), none (the plain loop), or runner/bf16/bf16-all/fused/compile/"
-            "graph joined by '+' (compile pays in long runs only; bf16: autocast; bf16-all: the step all in "
-            "bf16; fused: each group norm and its SiLU as one Triton kernel on a GPU)."
+            help="Sampling speed-ups: auto (on a GPU a CUDA graph of the step all in bf16 with fused group "
+            "norms, float32 for edits; the step runner on a CPU), none (the plain loop), or "
+            "runner/bf16/bf16-all/fused/compile/graph joined by '+' (compile pays in long runs only; "
+            "bf16: autocast; bf16-all: the step all in bf16; fused: each group norm and its SiLU as "
+            "one Triton kernel on a GPU)."
         ),
     ] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
