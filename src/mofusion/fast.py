@@ -206,17 +206,20 @@ class ModelCopies:
             return self.model
         key = (precision, fused)
         if key not in self._made:
-            if fused:
-                copy = deepcopy(self.step_model(precision, False))
-                for module in copy.modules():
-                    if hasattr(type(module), "fused_norm"):
-                        module.fused_norm = True  # type: ignore[assignment]
-            elif precision == "bf16-weights":
+            # each copy converted from the model itself: a fused copy is not made from an unfused
+            # one, which the GPU default (fused, all in bf16) would otherwise build and keep unused
+            if precision == "bf16-weights":
                 copy = bf16_weights(self.model)
             elif precision == "bf16":
                 copy = deepcopy(self.model).to(torch.bfloat16)
+            elif precision == "float32":
+                copy = deepcopy(self.model)
             else:
                 raise ValueError(f"unknown precision {precision!r} (float32, bf16-weights, bf16)")
+            if fused:
+                for module in copy.modules():
+                    if hasattr(type(module), "fused_norm"):
+                        module.fused_norm = True  # type: ignore[assignment]
             self._made[key] = copy
         return self._made[key]
 
