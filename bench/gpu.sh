@@ -29,13 +29,15 @@ if wants sample; then
     timeout "${SAMPLE_S:-280}" $PY bench/sample.py --device cuda --text-encoder "$ENCODER" --compile \
         --budget-s "${SAMPLE_BUDGET_S:-220}" --out "$OUT/sample-cuda.json" 2>&1 | grep -v '^{'
 fi
-if wants profile; then  # the default step (all in bf16) at both ends of the batch range, with and
-    # without the fused group norms (Acceleration.fused_norm); the MDM-sized reference at batch 1
+if wants profile; then  # the default step (all in bf16, fused group norms) at both ends of the batch
+    # range, and with channels-last convolutions (Acceleration.channels_last); the MDM-sized
+    # reference at batch 1
     for batch in 1024 1; do
-        for fused in "" "--fused"; do
-            mdm="--no-mdm"; [ "$batch" = 1 ] && [ -z "$fused" ] && mdm=""
-            timeout "${PROFILE_S:-90}" $PY bench/profile_step.py --device cuda --batch $batch --bf16-all $fused $mdm \
-                --out "$OUT/profile-step-cuda-batch$batch-bf16-all${fused:+-fused}.json" 2>&1 | grep -v -e '^{' -e '^USDT'
+        for last in "" "--channels-last"; do
+            mdm="--no-mdm"; [ "$batch" = 1 ] && [ -z "$last" ] && mdm=""
+            timeout "${PROFILE_S:-90}" $PY bench/profile_step.py --device cuda --batch $batch --bf16-all --fused $last \
+                $mdm --out "$OUT/profile-step-cuda-batch$batch-bf16-all-fused${last:+-channels-last}.json" 2>&1 \
+                | grep -v -e '^{' -e '^USDT'
         done
     done
 fi
@@ -48,7 +50,8 @@ if wants quality; then
         --text-encoder "$ENCODER" --batch 512 --replications 10 --out "$OUT/quality-cuda.json" \
         --row ddpm:50:none --row ddpm:50:bf16+graph --row ddpm:20:bf16+graph --row ddim:20:bf16+graph \
         --row ddpm:10:bf16+graph --row dpm-sde:10:bf16+graph --row ddpm:20:bf16-all+graph \
-        --row ddpm:20:bf16-all+fused+graph --row ddpm:50:bf16-all+fused+graph 2>&1 | tail -10
+        --row ddpm:20:bf16-all+fused+graph --row ddpm:50:bf16-all+fused+graph \
+        --row ddpm:20:bf16-all+fused+channels-last+graph 2>&1 | tail -10
 fi
 if wants train; then
     timeout "${TRAIN_S:-100}" $PY bench/train.py --data .devcache/train-pack.npz --device cuda --steps 40 \

@@ -287,6 +287,11 @@ def main() -> int:
     parser.add_argument(
         "--fused", action="store_true", help="group norms and their SiLU fused (Acceleration.fused_norm)"
     )
+    parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="convolutions channels-last, activations (B, T, C) in memory (Acceleration.channels_last)",
+    )
     parser.add_argument("--peak-tflops", type=float, default=None, help="default: measured here (GPU)")
     parser.add_argument("--bandwidth-tbs", type=float, default=None, help="default: the datasheet's")
     parser.add_argument("--no-mdm", action="store_true")
@@ -309,6 +314,8 @@ def main() -> int:
     precision = "bf16 throughout (bf16-all)" if args.bf16_all else "bf16 autocast" if bf16 else "float32"
     if args.fused:
         precision += ", fused group norms"
+    if args.channels_last:
+        precision += ", channels-last"
     result: dict[str, Any] = {
         "machine": name, "torch": torch.__version__, "batch": args.batch, "frames": args.frames,
         "precision": precision, "peak_tflops": peak,
@@ -324,7 +331,9 @@ def main() -> int:
         # the MDM-sized reference has no sampling cache, which bf16-all needs: it stays on autocast
         whole = args.bf16_all and hasattr(model, "precompute")
         fused = args.fused and hasattr(model, "precompute")  # the reference has no group norms
-        runner = step_runner(model, pipe, args.batch, args.frames, device, bf16, bf16_all=whole, fused=fused)
+        last = args.channels_last and hasattr(model, "precompute")  # nor convolutions
+        runner = step_runner(model, pipe, args.batch, args.frames, device, bf16, bf16_all=whole, fused=fused,
+                             channels_last=last)  # fmt: skip
         row = profile_steps(runner, device, args.warmup, args.steps)
         row["bound_ms_per_step_by_category"] = bound
         result["models"][label] = row

@@ -157,6 +157,7 @@ def step_runner(
     package: str = "mofusion",
     bf16_all: bool = False,
     fused: bool = False,
+    channels_last: bool = False,
 ) -> StepRunner:
     """The library's runner of one guided DDPM step of ``model`` at ``batch`` (the step and
     condition tables built beforehand, as the library samples), on random condition tokens of the
@@ -171,11 +172,13 @@ def step_runner(
     cond = 0.5 * torch.randn(batch, PROMPT_TOKENS, pipe.config.denoiser.cond_dim, generator=generator)
     mask = torch.ones(batch, PROMPT_TOKENS, dtype=torch.bool)
     shape = (batch, FEATURES, frames)
-    # bf16_all and fused only when asked: an older revision's Acceleration (ab_revisions.py) may
-    # not have them
+    # bf16_all, fused and channels_last only when asked: an older revision's Acceleration
+    # (ab_revisions.py) may not have them
     acceleration = fast.Acceleration(bf16=True, bf16_all=True) if bf16_all else fast.Acceleration(bf16=bf16)
     if fused:
         acceleration = dataclasses.replace(acceleration, fused_norm=True)
+    if channels_last:
+        acceleration = dataclasses.replace(acceleration, channels_last=True)
     runner = fast.StepRunner(model, sampler, shape, cond.to(device), mask.to(device), GUIDANCE, acceleration)
     runner.x.copy_(torch.randn(shape, generator=generator))
     runner.step_index.fill_(25)

@@ -457,6 +457,11 @@ def main() -> int:
         bench.attempt(fused_label, bench.latency, fused_label, ours, "bf16-all+fused+graph")
         fused_label = "ours: bf16-all + fused norms + CUDA graph, DDPM 20"
         bench.attempt(fused_label, bench.latency, fused_label, ours, "bf16-all+fused+graph", "ddpm", 20)
+        # channels-last has not run on a GPU yet: recorded if it fails, as the fused rows were
+        last = "bf16-all+fused+channels-last+graph"
+        last_label = "ours: bf16-all + fused norms + channels-last + CUDA graph"
+        for label, steps in ((last_label, None), (last_label + ", DDPM 20", 20)):
+            bench.attempt(label, bench.latency, label, ours, last, "ddpm", steps)
         bench.latency("ours: CUDA graph, DDPM 20", ours, "graph", "ddpm", 20)
         bench.latency("ours: bf16 + CUDA graph, DDPM 20", ours, "bf16+graph", "ddpm", 20)
         bench.latency("ours: CUDA graph, DDPM 14", ours, "graph", "ddpm", 14)
@@ -478,6 +483,7 @@ def main() -> int:
         bench.throughput(ours, "bf16-all+graph", batches)
         bench.throughput(mdm, "bf16+graph", batches)
         bench.attempt("throughput, fused", bench.throughput, ours, "bf16-all+fused+graph", batches)
+        bench.attempt("throughput, channels-last", bench.throughput, ours, last, batches)
         if args.compile:
             bench.throughput(ours, "bf16+compile+graph", [max(batches)])
             bench.throughput(mdm, "bf16+compile+graph", [max(batches)])
@@ -486,6 +492,7 @@ def main() -> int:
         batches = args.batches or [1, 4]
         bench.latency("ours: eager loop (before)", ours, "eager")
         bench.latency("ours: step runner, float32", ours, "none")
+        bench.latency("ours: step runner, float32, channels-last", ours, "channels-last")
         bench.latency("ours: step runner, DDPM 20", ours, "none", "ddpm", 20)
         bench.latency("ours: step runner, DDPM 14", ours, "none", "ddpm", 14)
         bench.latency("ours: step runner, DDPM 10", ours, "none", "ddpm", 10)
@@ -494,6 +501,7 @@ def main() -> int:
         bench.latency("MDM-sized: step runner, float32", mdm, "none")
         bench.latency("U-Net 128/256/512: step runner, float32", plan, "none")
         bench.throughput(ours, "none", batches)
+        bench.throughput(ours, "channels-last", batches)
         bench.throughput(mdm, "none", batches)
     bench.save()
     print(table(bench.result))

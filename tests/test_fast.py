@@ -3,6 +3,7 @@ for both samplers, with and without guidance and clipping; bf16 close to float32
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import pytest
@@ -181,9 +182,101 @@ def test_bf16_all_runs_the_step_in_bfloat16_without_casts() -> None:
                    Acceleration(bf16=True, bf16_all=True))  # fmt: skip
 
 
+def test_channels_last_step_samples_as_the_channels_first_one() -> None:
+    """channels-last: every convolution of the step's copy runs channels-last, and every one but
+    those that read the step's input reads a ``(B, T, C)`` tensor (the layout survives the norms,
+    the attention, the joins and the guided copies); the samples are the channels-first step's up
+    to rounding, for a text model, a music model (aligned attention, pooled condition) and an edit
+    of a residual model; the caller's model is left as it was."""
+    from mofusion.denoiser import ChannelsLastConv1d
+    from mofusion.editing import interpolate_known
+    from mofusion.fast import EditMode
+    from mofusion.kernels import is_channels_last
+
+    sampler = make_sampler(
+        NoiseSchedule(DiffusionConfig(num_steps=100)), "ddpm", 8, 0.0, torch.full((12,), 2.0)
+    )
+    shape = (2, 12, 16)
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    mask[1, 2:] = False
+    known_mask = torch.zeros(shape, dtype=torch.bool)
+    known_mask[:, :, :4] = True
+    known = torch.where(known_mask, torch.randn(shape), torch.zeros(()))
+    offset = interpolate_known(known, known_mask)
+    cases = (
+        (_model(), torch.randn(2, 4, 8), mask, None),
+        (_music_model(), torch.randn(2, 16, 5), None, None),
+        (_editing_model(True), torch.randn(2, 4, 8), mask, EditMode(True, True, True)),
+    )
+    for model, cond, cond_mask, edit in cases:
+        runners = [
+            StepRunner(
+                model,
+                sampler,
+                shape,
+                cond,
+                cond_mask,
+                2.0,
+                Acceleration(runner=True, channels_last=last),
+                edit,
+            )  # fmt: skip
+            for last in (False, True)
+        ]
+        convs = [m for m in runners[1].model.modules() if isinstance(m, ChannelsLastConv1d)]
+        assert len(convs) == sum(isinstance(m, torch.nn.Conv1d) for m in model.modules()) > 5
+        assert not any(isinstance(m, ChannelsLastConv1d) for m in model.modules())
+        reads: dict[str, bool] = {}
+        for name, module in runners[1].model.named_modules():
+            if isinstance(module, ChannelsLastConv1d):
+                module.register_forward_pre_hook(
+                    lambda _, args, name=name, reads=reads: reads.__setitem__(name, is_channels_last(args[0]))
+                )
+        samples = []
+        for runner in runners:
+            if edit is not None:
+                sampler.clip_offset = offset
+                runner.set_known(known_mask, offset, torch.zeros(shape), offset)
+            samples.append(runner.run(make_generator(3)))
+        first_layer = {"input", "input_skip"}
+        assert reads and all(last for name, last in reads.items() if name not in first_layer), reads
+        assert not any(reads[name] for name in first_layer)
+        a, b = samples
+        assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+        assert not b.isnan().any() and a.abs().max() > 0.1
+    sampler.clip_offset = None
+    with pytest.raises(MofusionError, match="sampling cache"):
+        StepRunner(_Uncached(_model()), sampler, shape, torch.randn(2, 4, 8), mask, 2.0,
+                   Acceleration(channels_last=True))  # fmt: skip
+
+
+def test_channels_last_convolution_is_the_convolution() -> None:
+    """ChannelsLastConv1d computes its nn.Conv1d's function for any input layout, writes its
+    output channels-last (a 1x1 one: in its input's layout), and refuses a convolution it cannot represent."""
+    from mofusion.denoiser import ChannelsLastConv1d
+    from mofusion.kernels import is_channels_last
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 6, 11)
+    for conv in (torch.nn.Conv1d(6, 5, 5, padding=2), torch.nn.Conv1d(6, 6, 3, stride=2, padding=1),
+                 torch.nn.Conv1d(6, 4, 1, bias=False)):  # fmt: skip
+        last = ChannelsLastConv1d(conv)
+        for given in (x, x.transpose(1, 2).contiguous().transpose(1, 2)):
+            with torch.no_grad():
+                got, expected = last(given), conv(given)
+            # a 1x1 kernel's layout is ambiguous, so its output follows the input's
+            assert got.shape == expected.shape
+            assert is_channels_last(got) or (conv.kernel_size == (1,) and given.is_contiguous())
+            assert torch.allclose(got, expected, atol=1e-5)
+    for conv in (torch.nn.Conv1d(6, 6, 3, groups=2), torch.nn.Conv1d(6, 6, 3, dilation=2),
+                 torch.nn.Conv1d(6, 6, 3, padding=1, padding_mode="reflect")):  # fmt: skip
+        with pytest.raises(ValueError, match="plain convolutions"):
+            ChannelsLastConv1d(conv)
+
+
 def test_acceleration_parsing() -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert Acceleration.parse("auto", cpu) == Acceleration(runner=True)  # the step runner, float32
+    # the step runner, float32, channels-last (measured on 2 CPU cores)
+    assert Acceleration.parse("auto", cpu) == Acceleration(runner=True, channels_last=True)
     assert Acceleration.parse("auto", cpu).any and not Acceleration.parse("none", cpu).any
     gpu = Acceleration.parse("auto", cuda)
     assert gpu.cuda_graph and not gpu.compile and gpu.fused_norm  # fused norms: measured on an H200
@@ -199,6 +292,7 @@ def test_acceleration_parsing() -> None:
     with pytest.raises(MofusionError, match="unknown acceleration"):
         Acceleration.parse("fp8", cpu)
     assert Acceleration.parse(" bf16 + runner ", cpu) == Acceleration(runner=True, bf16=True)
+    assert Acceleration.parse("channels-last", cpu) == Acceleration(runner=True, channels_last=True)
     for text in ("+", "bf16+", "bf16++runner"):
         with pytest.raises(MofusionError, match="empty part"):
             Acceleration.parse(text, cpu)
@@ -226,6 +320,25 @@ def test_cuda_graph_equals_the_eager_loop_on_gpu() -> None:
     assert torch.allclose(runner.run(make_generator(5, "cuda")), got)  # replays are repeatable
     half = StepRunner(model, sampler, (2, 12, 16), cond, None, 2.5, Acceleration(bf16=True, cuda_graph=True))
     assert float((half.run(make_generator(5, "cuda")) - expected).norm() / expected.norm()) < 0.05
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_channels_last_graph_on_gpu() -> None:
+    """Channels-last under a CUDA graph, with the fused norms (their channels-last kernel) and
+    without, in float32 and all in bf16, for a text and a music model: the channels-first step's
+    samples, up to TF32's and bf16's rounding."""
+    schedule = NoiseSchedule(DiffusionConfig(num_steps=100), "cuda")
+    sampler = make_sampler(schedule, "ddpm", 10, 0.0, torch.full((12,), 2.0))
+    cases = ((_model("cuda"), torch.randn(2, 5, 8, device="cuda")),
+             (_music_model("cuda"), torch.randn(2, 16, 5, device="cuda")))  # fmt: skip
+    for (model, cond), every, fused in itertools.product(cases, (False, True), (False, True)):
+        base = Acceleration(runner=True, bf16=every, bf16_all=every, cuda_graph=True, fused_norm=fused)
+        first = StepRunner(model, sampler, (2, 12, 16), cond, None, 2.5, base)
+        last = StepRunner(model, sampler, (2, 12, 16), cond, None, 2.5, replace(base, channels_last=True))
+        a, b = first.run(make_generator(5, "cuda")), last.run(make_generator(5, "cuda"))
+        assert torch.isfinite(b).all()
+        assert float((a - b).norm() / a.norm()) < (0.05 if every else 1e-2), (every, fused)
 
 
 @pytest.mark.gpu

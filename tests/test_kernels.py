@@ -1,6 +1,6 @@
 """The fused group norm + SiLU: PyTorch's own result wherever the kernel does not run, the kernel
 (in Triton's interpreter, on the CPU, where Triton is installed) against ``F.group_norm`` and
-``F.silu``, and a step runner with it against one without."""
+``F.silu`` in both layouts, and a step runner with it against one without."""
 
 from __future__ import annotations
 
@@ -31,6 +31,10 @@ def test_without_the_kernel_it_is_pytorchs_group_norm() -> None:
     assert torch.equal(
         group_norm_act(x, 4, w, b, 1e-5, True, fused=False), F.silu(F.group_norm(x, 4, w, b, 1e-5))
     )
+    # a channels-last input (B, T, C in memory) is normalised in its layout, to rounding
+    last = group_norm_act(x.transpose(1, 2).contiguous().transpose(1, 2), 4, w, b, 1e-5, True)
+    assert last.transpose(1, 2).is_contiguous() and not last.is_contiguous()
+    assert torch.allclose(last, F.silu(F.group_norm(x, 4, w, b, 1e-5)), atol=1e-5)
 
 
 def test_fused_copies_leave_the_others_alone() -> None:
@@ -50,6 +54,7 @@ def test_fused_copies_leave_the_others_alone() -> None:
 
 _INTERPRETED = textwrap.dedent(
     """
+    import itertools
     import torch, torch.nn.functional as F
     from mofusion.kernels import fused_available, group_norm_act
 
@@ -61,12 +66,13 @@ _INTERPRETED = textwrap.dedent(
             x = (3 * torch.randn(b, c, t) + 1).to(dtype)
             w, bias = torch.randn(c).to(dtype), torch.randn(c).to(dtype)
             assert fused_available(x)
-            for silu in (True, False):
+            # channels first, and channels last: (B, T, C) in memory, as a channels-last step's
+            for given, silu in itertools.product((x, x.transpose(1, 2).contiguous().transpose(1, 2)), (True, False)):
                 with torch.no_grad():
-                    got = group_norm_act(x, g, w, bias, 1e-5, silu)
+                    got = group_norm_act(given, g, w, bias, 1e-5, silu)
                 ref = F.group_norm(x.float(), g, w.float(), bias.float(), 1e-5)
                 ref = F.silu(ref) if silu else ref
-                assert got.dtype == dtype and got.shape == x.shape
+                assert got.dtype == dtype and got.shape == x.shape and got.stride() == given.stride()
                 # float32 to rounding; bfloat16 rounded once from float32: within one of its units
                 # (2^-7 of the value; a GPU rounds to nearest, half that, where Triton's
                 # interpreter cuts the bits off)
@@ -94,9 +100,13 @@ _INTERPRETED = textwrap.dedent(
     def unfused(*args, **kwargs):
         raise AssertionError("an unfused group norm or SiLU in the fused step")
 
+    last = StepRunner(model, sampler, (2, 12, 16), cond, None, 2.0,
+                      Acceleration(runner=True, fused_norm=True, channels_last=True))  # fmt: skip
     F.group_norm, F.silu = unfused, unfused  # the fused step calls neither
     b = fused.run(make_generator(0))
     assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+    c = last.run(make_generator(0))  # fused and channels-last
+    assert torch.allclose(a, c, atol=1e-4), (a - c).abs().max()
     print("ok", worst)
     """
 )

@@ -213,10 +213,11 @@ def generate(
         str,
         typer.Option(
             help="Sampling speed-ups: auto (on a GPU a CUDA graph of the step all in bf16 with fused group "
-            "norms, float32 for edits; the step runner on a CPU), none (the plain loop), or "
-            "runner/bf16/bf16-all/fused/compile/graph joined by '+' (compile pays in long runs only; "
-            "bf16: autocast; bf16-all: the step all in bf16; fused: each group norm and its SiLU as "
-            "one Triton kernel on a GPU)."
+            "norms, float32 for edits; on a CPU the step runner with channels-last convolutions), none "
+            "(the plain loop), or runner/bf16/bf16-all/fused/channels-last/compile/graph joined by '+' "
+            "(compile pays in long runs only; bf16: autocast; bf16-all: the step all in bf16; fused: "
+            "each group norm and its SiLU as one Triton kernel on a GPU; channels-last: convolutions "
+            "that read and write (batch, frames, channels) in memory)."
         ),
     ] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
