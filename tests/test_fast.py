@@ -277,6 +277,7 @@ def test_acceleration_parsing() -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     # the step runner, float32, channels-last (measured on 2 CPU cores)
     assert Acceleration.parse("auto", cpu) == Acceleration(runner=True, channels_last=True)
+    assert Acceleration.parse("auto", torch.device("mps")) == Acceleration(runner=True)  # not measured there
     assert Acceleration.parse("auto", cpu).any and not Acceleration.parse("none", cpu).any
     gpu = Acceleration.parse("auto", cuda)
     assert gpu.cuda_graph and not gpu.compile and gpu.fused_norm  # fused norms: measured on an H200

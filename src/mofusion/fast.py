@@ -143,7 +143,8 @@ class Acceleration:
         convolutions (:attr:`channels_last`)."""
         if device.type == "cuda":
             return cls(runner=True, bf16=True, bf16_all=True, cuda_graph=True, fused_norm=True)
-        return cls(runner=True, channels_last=True)
+        # channels-last was measured on CPUs only: another device (Apple's MPS, say) keeps the runner
+        return cls(runner=True, channels_last=device.type == "cpu")
 
 
 @dataclass(frozen=True)
