@@ -4,6 +4,7 @@ for both samplers, with and without guidance and clipping; bf16 close to float32
 from __future__ import annotations
 
 import itertools
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -256,6 +257,24 @@ def test_channels_last_step_samples_as_the_channels_first_one() -> None:
     with pytest.raises(MofusionError, match="sampling cache"):
         StepRunner(_Uncached(_model()), sampler, shape, torch.randn(2, 4, 8), mask, 2.0,
                    Acceleration(channels_last=True))  # fmt: skip
+
+
+@pytest.mark.skipif(shutil.which("c++") is None, reason="torch.compile on a CPU needs a C++ compiler")
+def test_compiled_step_samples_as_the_eager_step() -> None:
+    """torch.compile of the step (Inductor, on the CPU here) computes what the eager step computes,
+    channels first and channels-last (whose joins then leave the layout to the compiler)."""
+    model = _model()
+    sampler = make_sampler(
+        NoiseSchedule(DiffusionConfig(num_steps=100)), "ddpm", 5, 0.0, torch.full((12,), 2.0)
+    )
+    cond = torch.randn(2, 4, 8)
+    expected = StepRunner(model, sampler, (2, 12, 16), cond, None, 2.0, Acceleration(runner=True)).run(
+        make_generator(0)
+    )
+    for last in (False, True):
+        acceleration = Acceleration(runner=True, compile=True, channels_last=last)
+        got = StepRunner(model, sampler, (2, 12, 16), cond, None, 2.0, acceleration).run(make_generator(0))
+        assert torch.allclose(got, expected, atol=1e-4), (last, (got - expected).abs().max())
 
 
 def test_channels_last_convolution_is_the_convolution() -> None:
