@@ -277,6 +277,23 @@ def test_compiled_step_samples_as_the_eager_step() -> None:
         assert torch.allclose(got, expected, atol=1e-4), (last, (got - expected).abs().max())
 
 
+def test_channels_last_joins_keep_the_layout_and_gradients() -> None:
+    """The joins of a channels-last step write channels-last without gradients (the sampling
+    step), and stay differentiable with them (``cat(out=...)`` has no gradient)."""
+    from mofusion.denoiser import _cat
+    from mofusion.kernels import is_channels_last
+
+    a, b = (torch.randn(2, 5, 7).transpose(1, 2).contiguous().transpose(1, 2) for _ in range(2))
+    with torch.no_grad():
+        joined = _cat([a, b], dim=1)
+    assert is_channels_last(joined) and torch.equal(joined, torch.cat((a, b), dim=1))
+    a.requires_grad_(True)
+    joined = _cat([a, b], dim=0)
+    assert torch.equal(joined, torch.cat((a, b), dim=0))
+    joined.sum().backward()
+    assert a.grad is not None and torch.equal(a.grad, torch.ones_like(a))
+
+
 def test_channels_last_convolution_is_the_convolution() -> None:
     """ChannelsLastConv1d computes its nn.Conv1d's function for any input layout, writes its
     output channels-last (a 1x1 one: in its input's layout), and refuses a convolution it cannot represent."""

@@ -71,7 +71,11 @@ def _as_autocast_would(weight: Tensor) -> Tensor:
 def _cat(tensors: list[Tensor], dim: int) -> Tensor:
     """``torch.cat`` that keeps a channels-last layout (``torch.cat`` of 3-D tensors writes a
     contiguous result, which the next convolution would transpose back)."""
-    if not is_channels_last(tensors[0]) or torch.compiler.is_compiling():  # a compiler picks its layouts
+    if (
+        not is_channels_last(tensors[0])
+        or torch.compiler.is_compiling()  # a compiler picks its layouts
+        or (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))  # out= has no gradient
+    ):
         return torch.cat(tensors, dim=dim)
     shape = list(tensors[0].shape)
     shape[dim] = sum(t.shape[dim] for t in tensors)
