@@ -260,6 +260,7 @@ def test_channels_last_step_samples_as_the_channels_first_one() -> None:
 
 
 @pytest.mark.skipif(shutil.which("c++") is None, reason="torch.compile on a CPU needs a C++ compiler")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit's, from inside torch.compile
 def test_compiled_step_samples_as_the_eager_step() -> None:
     """torch.compile of the step (Inductor, on the CPU here) computes what the eager step computes,
     channels first and channels-last (whose joins then leave the layout to the compiler)."""
