@@ -71,15 +71,19 @@ def extract_package(revision: str, into: Path) -> None:
 
 
 class Revision:
-    """One revision's packaged pipeline and the calls that are timed."""
+    """One revision's packaged pipeline and the calls that are timed; ``acceleration``: its
+    settings (``auto``: that revision's defaults for the device; bench/ab_settings.py times two
+    settings of one revision)."""
 
-    def __init__(self, package: ModuleType, args: argparse.Namespace, checkpoint: Path) -> None:
+    def __init__(
+        self, package: ModuleType, args: argparse.Namespace, checkpoint: Path, acceleration: str = "auto"
+    ) -> None:
         self.package = package
         self.frames = args.frames
         self.device = torch.device(args.device)
         pipeline = importlib.import_module(f"{package.__name__}.pipeline")
         self.diffusion = importlib.import_module(f"{package.__name__}.diffusion")
-        self.pipe = pipeline.MotionPipeline.from_checkpoint(checkpoint, args.device, "auto")
+        self.pipe = pipeline.MotionPipeline.from_checkpoint(checkpoint, args.device, acceleration)
         if args.text_encoder:  # a copy of the encoder carried to a machine without the package's
             self.pipe.config = self.pipe.config.updated({"condition": {"text_encoder": args.text_encoder}})
 
@@ -125,18 +129,111 @@ def alternate(
     return times
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--base", help="the git revision to compare the working tree with")
-    parser.add_argument("--base-tree", help="a folder written by --export-base (instead of --base)")
-    parser.add_argument("--export-base", metavar="DIR", help="write --base's package to DIR and stop")
+Timings = dict[str, dict[str, list[float]]]
+"""Per revision (or setting), per figure, the seconds of each timed call."""
+
+
+def time_figures(revisions: dict[str, Revision], repeats: int, batch: int) -> Timings:
+    """Seconds per call of each revision (or setting), alternating: ``generate()`` (``repeats``
+    calls), the runner at DDPM 50, batch 1 (a third as many), and a batch of ``batch`` at DDPM 20
+    (a fifth as many); each figure's medians printed as it is done."""
+    figures = {
+        "generate_ms": (lambda rev: rev.generate, repeats),
+        "runner_ddpm50_ms": (lambda rev: lambda: rev.run_steps(1, 50), max(3, repeats // 3)),
+        f"batch{batch}_ddpm20_ms": (lambda rev: lambda: rev.run_steps(batch, 20), max(3, repeats // 5)),
+    }
+    timings: Timings = {name: {} for name in revisions}
+    for key, (make, count) in figures.items():
+        times = alternate({name: make(rev) for name, rev in revisions.items()}, count)
+        for name in revisions:
+            timings[name][key] = times[name]
+        medians = {name: round(1000 * statistics.median(t), 1) for name, t in times.items()}
+        print(f"{key}: median ms {medians}", flush=True)
+    return timings
+
+
+def summarise(timings: Timings, batch: int) -> dict[str, dict[str, Any]]:
+    """Each figure's median in ms, a batch's as samples per second."""
+    summary: dict[str, dict[str, Any]] = {}
+    for name, figures in timings.items():
+        summary[name] = {}
+        for key, times in figures.items():
+            if key.startswith("batch"):  # a batch's time, reported as throughput
+                throughput = batch / statistics.median(times)
+                summary[name][key.replace("_ms", "_samples_per_s")] = round(throughput, 2)
+            else:
+                summary[name][key] = round(1000 * statistics.median(times), 1)
+    return summary
+
+
+def write_comparison(
+    args: argparse.Namespace,
+    labels: dict[str, str],
+    features: dict[str, torch.Tensor],
+    timings: Timings,
+    summary: dict[str, dict[str, Any]],
+    header: dict[str, Any],
+    started: float,
+) -> None:
+    """Writes ``args.out`` and prints the comparison of two revisions or settings: ``labels`` maps
+    each one's key to its printed name, the reference first; the ratios are second over first, the
+    feature difference that of ``generate()`` for seed 0."""
+    first, second = labels
+    ratios = {
+        key: round(summary[second][key] / summary[first][key], 3)
+        for key in summary[first]
+        if key != "ops_per_guided_step"
+    }
+    difference = float((features[second] - features[first]).abs().max())
+    scale = float(features[first].abs().max())
+    result = {
+        **header,
+        "machine": {
+            "platform": platform.platform(),
+            "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+            "threads": args.threads,
+            "torch": torch.__version__,
+        },
+        "frames": args.frames,
+        "summary": summary,
+        f"{second}_over_{first}": ratios,
+        "generate_features_max_abs_difference": difference,
+        "generate_features_max_abs": scale,
+        "times_ms": {
+            name: {key: [round(1000 * t, 1) for t in times] for key, times in figures.items()}
+            for name, figures in timings.items()
+        },
+        "elapsed_s": round(time.perf_counter() - started, 1),
+    }
+    atomic_write_json(ROOT / args.out, result)
+    for name, label in labels.items():
+        print(f"{label}: {summary[name]}")
+    print(f"{labels[second]} / {labels[first]}: {ratios}")
+    print(
+        f"generate() features, seed 0: max |{second} - {first}| = {difference:.3g} "
+        f"(max |{first}| {scale:.3g})"
+    )
+    print(f"written to {args.out}")
+
+
+def add_timing_arguments(parser: argparse.ArgumentParser, out: str) -> None:
+    """The options of the timed comparison, shared with bench/ab_settings.py; ``out``: the default
+    result file."""
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--text-encoder", help="the text encoder's folder (default: the package's)")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--out", default="bench/results/ab-sampling-cpu.json")
+    parser.add_argument("--out", default=out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--base", help="the git revision to compare the working tree with")
+    parser.add_argument("--base-tree", help="a folder written by --export-base (instead of --base)")
+    parser.add_argument("--export-base", metavar="DIR", help="write --base's package to DIR and stop")
+    add_timing_arguments(parser, "bench/results/ab-sampling-cpu.json")
     args = parser.parse_args()
     if args.export_base:
         if not args.base:
@@ -172,70 +269,22 @@ def main() -> int:
         }
         print(f"ATen operations per guided step: {ops}", flush=True)
         features = {name: rev.generate() for name, rev in revisions.items()}
-        timings: dict[str, dict[str, list[float]]] = {name: {} for name in revisions}
-        figures = {
-            "generate_ms": (lambda rev: rev.generate, args.repeats),
-            "runner_ddpm50_ms": (lambda rev: lambda: rev.run_steps(1, 50), max(3, args.repeats // 3)),
-            f"batch{args.batch}_ddpm20_ms": (
-                lambda rev: lambda: rev.run_steps(args.batch, 20),
-                max(3, args.repeats // 5),
-            ),
-        }
-        for key, (make, repeats) in figures.items():
-            times = alternate({name: make(rev) for name, rev in revisions.items()}, repeats)
-            for name in revisions:
-                timings[name][key] = times[name]
-            medians = {name: round(1000 * statistics.median(t), 1) for name, t in times.items()}
-            print(f"{key}: median ms {medians}", flush=True)
-    summary: dict[str, Any] = {}
+        timings = time_figures(revisions, args.repeats, args.batch)
+    summary = summarise(timings, args.batch)
     for name in revisions:
-        summary[name] = {"ops_per_guided_step": ops[name]}
-        for key, times in timings[name].items():
-            if key.startswith("batch"):  # a batch's time, reported as throughput
-                throughput = args.batch / statistics.median(times)
-                summary[name][key.replace("_ms", "_samples_per_s")] = round(throughput, 2)
-            else:
-                summary[name][key] = round(1000 * statistics.median(times), 1)
-    ratios = {
-        key: round(summary["head"][key] / summary["base"][key], 3)
-        for key in summary["base"]
-        if key != "ops_per_guided_step"
-    }
-    difference = float((features["head"] - features["base"]).abs().max())
-    scale = float(features["base"].abs().max())
+        summary[name] = {"ops_per_guided_step": ops[name], **summary[name]}
     try:  # a GPU machine's copy of the tree has no git history
         commit = subprocess.run(
             ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
         ).stdout.strip()
     except OSError:
         commit = ""
-    result = {
+    header = {
         "what": "the working tree against --base in one process, timed calls alternating",
         "base": args.base,
         "head": (commit or "the copied tree") + " + working tree",
-        "machine": {
-            "platform": platform.platform(),
-            "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
-            "threads": args.threads,
-            "torch": torch.__version__,
-        },
-        "frames": args.frames,
-        "summary": summary,
-        "head_over_base": ratios,
-        "generate_features_max_abs_difference": difference,
-        "generate_features_max_abs": scale,
-        "times_ms": {
-            name: {key: [round(1000 * t, 1) for t in times] for key, times in timings[name].items()}
-            for name in revisions
-        },
-        "elapsed_s": round(time.perf_counter() - started, 1),
     }
-    atomic_write_json(ROOT / args.out, result)
-    for name in revisions:
-        print(f"{name}: {summary[name]}")
-    print(f"head / base: {ratios}")
-    print(f"generate() features, seed 0: max |head - base| = {difference:.3g} (max |base| {scale:.3g})")
-    print(f"written to {args.out}")
+    write_comparison(args, {"base": "base", "head": "head"}, features, timings, summary, header, started)
     return 0
 
 

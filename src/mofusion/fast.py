@@ -138,9 +138,11 @@ class Acceleration:
         as float32 at batch 1, with float32's quality; see :attr:`bf16_all`) with its group norms
         fused (:attr:`fused_norm`: 0.83 x the time at batch 1), no compile (it takes 5-15 s per
         shape, more than a single generation saves; ask for it in a long-running process); on a
-        CPU: the step runner in float32 (bf16 there was 18x slower; the runner 0.78 x the plain
-        loop's time for a 10-s motion, bench/results/ab-sampling-cpu.json) with channels-last
-        convolutions (:attr:`channels_last`)."""
+        CPU: the step runner in float32 (0.78 x the plain loop's time for a 10-s motion,
+        bench/results/ab-sampling-cpu.json) with channels-last convolutions
+        (:attr:`channels_last`). ``bf16-all`` is faster on a CPU with native bf16 (0.80 x on
+        AVX512-BF16, bench/results/ab-bf16-all-cpu.json, same scores) but not the default there: a
+        seed would then give other motions on CPUs without it, where bf16 was not measured."""
         if device.type == "cuda":
             return cls(runner=True, bf16=True, bf16_all=True, cuda_graph=True, fused_norm=True)
         # channels-last was measured on CPUs only: another device (Apple's MPS, say) keeps the runner
