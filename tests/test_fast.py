@@ -264,6 +264,10 @@ def test_channels_last_step_samples_as_the_channels_first_one() -> None:
 def test_compiled_step_samples_as_the_eager_step() -> None:
     """torch.compile of the step (Inductor, on the CPU here) computes what the eager step computes,
     channels first and channels-last (whose joins then leave the layout to the compiler)."""
+    try:  # Inductor builds C++ on a CPU: a machine without its toolchain skips, saying why
+        torch.compile(lambda x: x * 2)(torch.ones(2))
+    except Exception as error:
+        pytest.skip(f"torch.compile does not run here: {type(error).__name__}: {str(error)[:200]}")
     model = _model()
     sampler = make_sampler(
         NoiseSchedule(DiffusionConfig(num_steps=100)), "ddpm", 5, 0.0, torch.full((12,), 2.0)
