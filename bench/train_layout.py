@@ -25,14 +25,14 @@ from torch import nn
 
 from mofusion._io import atomic_write_json
 from mofusion.checkpoint import default_checkpoint, load_checkpoint
-from mofusion.denoiser import MotionUNet1D
+from mofusion.denoiser import MotionUNet1D, channels_last_kernel
 
 
 class SwappedConv1d(nn.Conv1d):
     """An ``nn.Conv1d`` (same parameters, same checkpoint) run as a channels-last 2-D convolution."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        weight = channels_last_kernel(self.weight)  # a copy per call: the checkpoint keeps its 1-D form
         out = F.conv2d(x.unsqueeze(2), weight, self.bias, (1, self.stride[0]), (0, int(self.padding[0])))
         return out.squeeze(2)
 

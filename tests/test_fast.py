@@ -684,7 +684,7 @@ def test_runners_of_one_pipeline_share_the_bf16_copies() -> None:
     copies = ModelCopies(model)
     shared = StepRunner(model, sampler, (2, 12, 16), cond, None, 2.0, every, copies=copies)
     own = StepRunner(model, sampler, (2, 12, 16), cond, None, 2.0, every)
-    assert shared.model is copies.bf16_throughout() and own.model is not shared.model
+    assert shared.model is copies.step_model("bf16") and own.model is not shared.model
     assert torch.equal(shared.run(make_generator(1)), own.run(make_generator(1)))
     with pytest.raises(ValueError, match="own model"):
         StepRunner(_model(), sampler, (2, 12, 16), cond, None, 2.0, every, copies=copies)

@@ -44,10 +44,10 @@ def test_fused_copies_leave_the_others_alone() -> None:
     model = _model()
     copies = ModelCopies(model)
     fused = copies.step_model("bf16", True)
-    assert fused is copies.step_model("bf16", True) and fused is not copies.bf16_throughout()
+    assert fused is copies.step_model("bf16", True) and fused is not copies.step_model("bf16")
     flags = [m.fused_norm for m in fused.modules() if hasattr(type(m), "fused_norm")]
     assert all(flags) and len(flags) == sum(hasattr(type(m), "fused_norm") for m in model.modules()) > 3
-    for other in (model, copies.bf16_throughout(), copies.step_model("float32", False)):
+    for other in (model, copies.step_model("bf16"), copies.step_model("float32", False)):
         assert not any(m.fused_norm for m in other.modules() if hasattr(type(m), "fused_norm"))
     assert Acceleration.parse("bf16-all+fused", torch.device("cpu")).fused_norm
 

@@ -88,6 +88,13 @@ def _repeat_batch(x: Tensor, copies: int) -> Tensor:
     return _cat([x] * copies, dim=0) if copies > 1 else x
 
 
+def channels_last_kernel(weight: Tensor) -> Tensor:
+    """A 1-D (transposed) convolution's kernel ``(a, b, k)`` as the channels-last 2-D kernel
+    ``(a, b, 1, k)`` that :class:`ChannelsLastConv1d` and a channels-last step's folded upsampling
+    run."""
+    return weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+
+
 class ChannelsLastConv1d(nn.Module):
     """An ``nn.Conv1d`` run as a 2-D convolution over ``(B, C, 1, T)`` with its weight channels-last,
     for a sampling step's model copy (``channels-last`` in :class:`mofusion.fast.Acceleration`).
@@ -109,20 +116,14 @@ class ChannelsLastConv1d(nn.Module):
             raise ValueError("only plain convolutions (one group, no dilation, zero padding) convert")
         self.stride = conv.stride[0]
         self.padding = int(conv.padding[0])
-        weight = conv.weight.detach().unsqueeze(2).contiguous(memory_format=torch.channels_last)
-        self.weight = nn.Parameter(weight, requires_grad=conv.weight.requires_grad)
+        self.weight = nn.Parameter(
+            channels_last_kernel(conv.weight.detach()), requires_grad=conv.weight.requires_grad
+        )
         self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone())
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.conv2d(x.unsqueeze(2), self.weight, self.bias, (1, self.stride), (0, self.padding))
         return out.squeeze(2)
-
-
-def channels_last_kernel(weight: Tensor) -> Tensor:
-    """A 1-D (transposed) convolution's kernel ``(a, b, k)`` as the channels-last 2-D kernel
-    ``(a, b, 1, k)`` that :class:`ChannelsLastConv1d` and a channels-last step's folded upsampling
-    run."""
-    return weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
 
 
 def _zero(module: nn.Module) -> nn.Module:

@@ -221,10 +221,6 @@ class ModelCopies:
         """The model with bfloat16 convolutions and linear maps (:func:`bf16_weights`)."""
         return self.step_model("bf16-weights")
 
-    def bf16_throughout(self) -> nn.Module:
-        """The model in bfloat16 throughout, normalisations included."""
-        return self.step_model("bf16")
-
     def step_model(self, precision: str, fused: bool = False, channels_last: bool = False) -> nn.Module:
         """The model a step runs: ``precision`` ``float32`` (the model itself), ``bf16-weights`` or
         ``bf16`` (throughout); ``fused``: a copy of that one whose group norms run fused
