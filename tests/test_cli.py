@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import imageio_ffmpeg
 import numpy as np
@@ -27,6 +28,22 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     for command in ("train", "generate", "render", "export", "data", "evaluate"):
         assert command in out
+
+
+def test_every_option_says_what_it_does() -> None:
+    """`mofusion CMD --help` explains every option: none is listed bare."""
+    import typer.main
+
+    from mofusion.cli import app
+
+    def bare(command: Any, name: str) -> list[str]:  # a command, or a group with .commands
+        if hasattr(command, "commands"):
+            return [o for sub, c in command.commands.items() for o in bare(c, f"{name} {sub}")]
+        return [f"{name} {p.opts[0]}" for p in command.params if not getattr(p, "help", None)]
+
+    commands = typer.main.get_command(app)
+    assert len(getattr(commands, "commands", {})) >= 8
+    assert bare(commands, "mofusion") == []
 
 
 def test_train_writes_a_run(tiny_run: Path) -> None:

@@ -19,6 +19,8 @@ from .errors import MofusionError
 if TYPE_CHECKING:
     from .conditioning import PromptAnchors
     from .config import MofusionConfig
+    from .pipeline import MotionPipeline
+    from .tasks import Clip
 
 app = typer.Typer(
     add_completion=False,
@@ -45,6 +47,23 @@ def _write_json(out: Path | None, table: object) -> None:
         typer.echo(str(out))
 
 
+# Options several commands share, each with one wording of its help.
+_Seed = Annotated[int, typer.Option(help="Random seed (same seed, same motions).")]
+_Sampler = Annotated[str | None, typer.Option(help="ddpm, ddim, dpm or dpm-sde (default: the checkpoint's).")]
+_Steps = Annotated[int | None, typer.Option(help="Denoising steps (default: the checkpoint's).")]
+_Device = Annotated[str, typer.Option(help="cpu, cuda or auto.")]
+_Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+_Cache = Annotated[
+    Path | None, typer.Option(help="Cache folder (default $MOFUSION_CACHE or ~/.cache/mofusion).")
+]
+_TableOut = Annotated[Path | None, typer.Option("--out", "-o", help="Write the table as JSON.")]
+_Labels = Annotated[list[str] | None, typer.Option("--label", help="A row name per checkpoint.")]
+_MotionOut = Annotated[Path, typer.Option("--out", "-o", help="Output .bvh, .npy or .npz.")]
+_Subsets = Annotated[
+    list[str] | None, typer.Option("--subset", help="Bandai-Namco archive(s) to use, e.g. dataset-2.")
+]
+
+
 # -- train -----------------------------------------------------------------------------------------
 
 
@@ -66,9 +85,7 @@ def train(
         ),
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML or JSON config file.")] = None,
-    subset: Annotated[
-        list[str] | None, typer.Option("--subset", help="Bandai-Namco archive(s) to use, e.g. dataset-2.")
-    ] = None,
+    subset: _Subsets = None,
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", help="Stop after this many optimiser steps.")
     ] = None,
@@ -85,10 +102,8 @@ def train(
         list[str] | None, typer.Option("--set", help="Override a field: section.field=value.")
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda or auto.")] = None,
-    cache: Annotated[
-        Path | None, typer.Option(help="Cache folder (default $MOFUSION_CACHE or ~/.cache/mofusion).")
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    cache: _Cache = None,
+    quiet: _Quiet = False,
 ) -> None:
     """Train a motion diffusion model."""
     from .checkpoint import load_checkpoint
@@ -150,7 +165,7 @@ def train(
 
 @app.command()
 def generate(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output .bvh, .npy or .npz.")],
+    out: _MotionOut,
     text: Annotated[
         str | None,
         typer.Option("--text", "-t", help="What the motion shows (text models), e.g. 'a person waves'."),
@@ -173,11 +188,9 @@ def generate(
         typer.Option(help="Duration of each motion (default 6 s; with --music, the song to its end)."),
     ] = None,
     num_samples: Annotated[int, typer.Option("--num-samples", "-n", help="How many motions.")] = 1,
-    seed: Annotated[int, typer.Option(help="Random seed (same seed, same motions).")] = 0,
-    sampler: Annotated[
-        str | None, typer.Option(help="ddpm, ddim, dpm or dpm-sde (default: the checkpoint's).")
-    ] = None,
-    steps: Annotated[int | None, typer.Option(help="Denoising steps (default: the checkpoint's).")] = None,
+    seed: _Seed = 0,
+    sampler: _Sampler = None,
+    steps: _Steps = None,
     eta: Annotated[float | None, typer.Option(help="DDIM eta (0: deterministic).")] = None,
     guidance: Annotated[
         float | None,
@@ -208,7 +221,7 @@ def generate(
         bool,
         typer.Option("--no-ik", help="Write the predicted rotations as they are (no fit to the positions)."),
     ] = False,
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    device: _Device = "auto",
     acceleration: Annotated[
         str,
         typer.Option(
@@ -220,7 +233,7 @@ def generate(
             "that read and write (batch, frames, channels) in memory)."
         ),
     ] = "auto",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    quiet: _Quiet = False,
 ) -> None:
     """Generate motions with a trained model and write them as BVH or joint positions.
 
@@ -466,49 +479,63 @@ _Temperature = Annotated[
         "editing model, chosen on validation in-betweens: 1 gives livelier, less likely motion)."
     ),
 ]
+_ClipInput = Annotated[
+    Path, typer.Option("--input", "-i", help="A .bvh of the model's skeleton, or a .npy from generate.")
+]
+_Method = Annotated[str | None, typer.Option(help=_METHOD_HELP)]
+_TaskRender = Annotated[Path | None, typer.Option("--render", help="Also write an .mp4 or .gif.")]
+
+
+def _load_task(
+    input_path: Path, checkpoint: Path | None, text: str | None, temperature: float | None, device: str
+) -> tuple[MotionPipeline, Clip, str | None, str]:
+    """Load a continue/edit call's model and input clip: without a checkpoint, the packaged editing
+    model, or the packaged text model when ``text`` is given. Returns the model, the clip, the checked
+    text and the model's name for the output's metadata."""
+    from .checkpoint import default_checkpoint, packaged_name
+    from .encoders import check_text
+    from .pipeline import MotionPipeline
+    from .tasks import load_clip
+
+    text = check_text(text) if text is not None else None
+    pipe = MotionPipeline.from_checkpoint(checkpoint or default_checkpoint(edit=text is None), device)
+    _set_temperature(pipe, temperature)
+    clip = load_clip(input_path, pipe)
+    return pipe, clip, text, str(checkpoint or packaged_name(edit=text is None))
 
 
 @app.command("continue")
 def continue_command(
-    input_path: Annotated[
-        Path, typer.Option("--input", "-i", help="A .bvh of the model's skeleton, or a .npy from generate.")
-    ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output .bvh, .npy or .npz.")],
+    input_path: _ClipInput,
+    out: _MotionOut,
     checkpoint: _EditCheckpoint = None,
     text: _EditText = None,
     seconds: Annotated[float, typer.Option(help="How much new motion to add.")] = 5.0,
     context: Annotated[float, typer.Option(help="Seconds at the end of the input the model sees.")] = 4.0,
-    seed: Annotated[int, typer.Option()] = 0,
-    method: Annotated[str | None, typer.Option(help=_METHOD_HELP)] = None,
-    sampler: Annotated[str | None, typer.Option()] = None,
-    steps: Annotated[int | None, typer.Option()] = None,
+    seed: _Seed = 0,
+    method: _Method = None,
+    sampler: _Sampler = None,
+    steps: _Steps = None,
     temperature: _Temperature = None,
-    render: Annotated[Path | None, typer.Option("--render", help="Also write an .mp4 or .gif.")] = None,
-    device: Annotated[str, typer.Option()] = "auto",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    render: _TaskRender = None,
+    device: _Device = "auto",
+    quiet: _Quiet = False,
 ) -> None:
     """Continue a motion: the input is kept as it is and new motion follows it."""
     import numpy as np
 
-    from .checkpoint import default_checkpoint, packaged_name
-    from .encoders import check_text
-    from .pipeline import MAX_SECONDS, MotionPipeline
-    from .tasks import load_clip, run_edit
+    from .pipeline import MAX_SECONDS
+    from .tasks import run_edit
 
     out, render = _task_outputs(out, render, method)
     if not 0 < seconds <= MAX_SECONDS:
         raise MofusionError(f"--seconds must be between 0 and {MAX_SECONDS:.0f}, got {seconds}")
     if context <= 0:
         raise MofusionError(f"--context must be positive, got {context}")
-    text = check_text(text) if text is not None else None
-    # without a checkpoint: the packaged editing model, or the text model when --text is given
-    pipe = MotionPipeline.from_checkpoint(checkpoint or default_checkpoint(edit=text is None), device)
-    _set_temperature(pipe, temperature)
-    clip = load_clip(input_path, pipe)
+    pipe, clip, text, used = _load_task(input_path, checkpoint, text, temperature, device)
     keep = np.ones(clip.num_frames, dtype=bool)
     result = run_edit(pipe, clip, keep, extra_seconds=seconds, context_seconds=context, seed=seed,
                       method=method, sampler=sampler, steps=steps, progress=not quiet, text=text)  # type: ignore[arg-type]  # fmt: skip
-    used = str(checkpoint or packaged_name(edit=text is None))
     meta = {"input": str(input_path), "checkpoint": used, "seed": seed, "kept_frames": clip.num_frames,
             "text": text, "temperature": pipe.config.sample.temperature}  # fmt: skip
     _write_task_result(result, clip, pipe, out, render, meta)
@@ -516,10 +543,8 @@ def continue_command(
 
 @app.command("edit")
 def edit_command(
-    input_path: Annotated[
-        Path, typer.Option("--input", "-i", help="A .bvh of the model's skeleton, or a .npy from generate.")
-    ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output .bvh, .npy or .npz.")],
+    input_path: _ClipInput,
+    out: _MotionOut,
     checkpoint: _EditCheckpoint = None,
     text: _EditText = None,
     keep: Annotated[
@@ -535,32 +560,25 @@ def edit_command(
     keep_trajectory: Annotated[
         bool, typer.Option("--keep-trajectory", help="Keep the root path on every frame.")
     ] = False,
-    seed: Annotated[int, typer.Option()] = 0,
-    method: Annotated[str | None, typer.Option(help=_METHOD_HELP)] = None,
-    sampler: Annotated[str | None, typer.Option()] = None,
-    steps: Annotated[int | None, typer.Option()] = None,
+    seed: _Seed = 0,
+    method: _Method = None,
+    sampler: _Sampler = None,
+    steps: _Steps = None,
     temperature: _Temperature = None,
-    render: Annotated[Path | None, typer.Option("--render", help="Also write an .mp4 or .gif.")] = None,
-    device: Annotated[str, typer.Option()] = "auto",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    render: _TaskRender = None,
+    device: _Device = "auto",
+    quiet: _Quiet = False,
 ) -> None:
     """Regenerate parts of a motion: in-between kept frames (--keep) and/or a body part (--regenerate)."""
     import numpy as np
 
-    from .checkpoint import default_checkpoint, packaged_name
     from .editing import parse_ranges
-    from .encoders import check_text
-    from .pipeline import MotionPipeline
-    from .tasks import load_clip, run_edit
+    from .tasks import run_edit
 
     out, render = _task_outputs(out, render, method)
     if keep is None and regenerate is None and not keep_trajectory:
         raise MofusionError("say what to keep: --keep FRAMES, --regenerate PART and/or --keep-trajectory")
-    text = check_text(text) if text is not None else None
-    # without a checkpoint: the packaged editing model, or the text model when --text is given
-    pipe = MotionPipeline.from_checkpoint(checkpoint or default_checkpoint(edit=text is None), device)
-    _set_temperature(pipe, temperature)
-    clip = load_clip(input_path, pipe)
+    pipe, clip, text, used = _load_task(input_path, checkpoint, text, temperature, device)
     frames = (
         parse_ranges(keep, clip.num_frames) if keep is not None else np.zeros(clip.num_frames, dtype=bool)
     )
@@ -568,7 +586,6 @@ def edit_command(
         raise MofusionError("--keep covers every frame: nothing is left to regenerate")
     result = run_edit(pipe, clip, frames, regenerate=regenerate, keep_trajectory=keep_trajectory, seed=seed,
                       method=method, sampler=sampler, steps=steps, progress=not quiet, text=text)  # type: ignore[arg-type]  # fmt: skip
-    used = str(checkpoint or packaged_name(edit=text is None))
     meta = {"input": str(input_path), "checkpoint": used, "seed": seed, "keep": keep,
             "regenerate": regenerate, "text": text,
             "temperature": pipe.config.sample.temperature}  # fmt: skip
@@ -591,7 +608,7 @@ def serve_command(
     ] = None,
     host: Annotated[str, typer.Option(help="Address to bind (127.0.0.1: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 7860,
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    device: _Device = "auto",
     max_pending: Annotated[int, typer.Option(help="Jobs that may wait; more are refused (429).")] = 8,
     acceleration: Annotated[
         str, typer.Option(help="Sampling speed-ups, as for generate (compile+graph pays in a server).")
@@ -765,9 +782,9 @@ def plot_command(
 @data_app.command("prepare")
 def data_prepare(
     data: Annotated[str, typer.Option("--data", help="Data folder.")],
-    subset: Annotated[list[str] | None, typer.Option("--subset")] = None,
+    subset: _Subsets = None,
     fps: Annotated[float, typer.Option(help="Frame rate of the features.")] = 20.0,
-    cache: Annotated[Path | None, typer.Option()] = None,
+    cache: _Cache = None,
 ) -> None:
     """Process a data set into the feature cache and print what it holds."""
     from .config import DataConfig
@@ -787,14 +804,14 @@ def data_prepare(
 def data_pack(
     data: Annotated[str, typer.Option("--data", help="Data folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .npz.")],
-    subset: Annotated[list[str] | None, typer.Option("--subset")] = None,
+    subset: _Subsets = None,
     fps: Annotated[
         float | None, typer.Option(help="Frame rate (default 20; 25 for music data, as the dance presets).")
     ] = None,
     every: Annotated[
         int, typer.Option(help="Keep every N-th clip (a small sample, e.g. for a throughput benchmark).")
     ] = 1,
-    cache: Annotated[Path | None, typer.Option()] = None,
+    cache: _Cache = None,
 ) -> None:
     """Write the resampled motions as a compact .npz that --data accepts (to carry to a GPU machine).
 
@@ -836,17 +853,17 @@ def evaluate_kinematics(
     data: Annotated[
         str | None, typer.Option("--data", help="Data for the real rows (default: the first model's).")
     ] = None,
-    num_samples: Annotated[int, typer.Option("--num-samples", "-n")] = 20,
-    seconds: Annotated[float, typer.Option()] = 6.0,
-    seed: Annotated[int, typer.Option()] = 0,
+    num_samples: Annotated[int, typer.Option("--num-samples", "-n", help="Motions per model.")] = 20,
+    seconds: Annotated[float, typer.Option(help="Duration of each motion.")] = 6.0,
+    seed: _Seed = 0,
     sampler: Annotated[
         str | None, typer.Option(help="ddpm, ddim, dpm or dpm-sde (default: each checkpoint's).")
     ] = None,
-    steps: Annotated[int | None, typer.Option()] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the table as JSON.")] = None,
-    label: Annotated[list[str] | None, typer.Option("--label", help="A row name per checkpoint.")] = None,
-    device: Annotated[str, typer.Option()] = "auto",
-    cache: Annotated[Path | None, typer.Option()] = None,
+    steps: _Steps = None,
+    out: _TableOut = None,
+    label: _Labels = None,
+    device: _Device = "auto",
+    cache: _Cache = None,
 ) -> None:
     """Bone-length consistency, left/right symmetry and foot skating of generated vs real motions."""
     if label and len(label) != len(checkpoint):
@@ -866,7 +883,7 @@ def evaluate_text(
         list[Path] | None,
         typer.Option("--checkpoint", "-c", help="Text model(s) (default: the packaged one)."),
     ] = None,
-    label: Annotated[list[str] | None, typer.Option("--label", help="A row name per checkpoint.")] = None,
+    label: _Labels = None,
     data: Annotated[str | None, typer.Option("--data", help="Data (default: the first model's).")] = None,
     evaluator: Annotated[
         Path | None, typer.Option("--evaluator", help="Evaluator folder (default: the packaged one).")
@@ -882,11 +899,17 @@ def evaluate_text(
         str, typer.Option(help="test (held-out wording) or val (for choosing settings).")
     ] = "test",
     replications: Annotated[int, typer.Option(help="Repetitions for the 95 % intervals.")] = 10,
-    no_multimodality: Annotated[bool, typer.Option("--no-multimodality")] = False,
-    seed: Annotated[int, typer.Option()] = 0,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the table as JSON.")] = None,
-    device: Annotated[str, typer.Option()] = "auto",
-    cache: Annotated[Path | None, typer.Option()] = None,
+    no_multimodality: Annotated[
+        bool,
+        typer.Option(
+            "--no-multimodality",
+            help="Skip MultiModality (10 more motions for each of 16 prompts, per replication).",
+        ),
+    ] = False,
+    seed: _Seed = 0,
+    out: _TableOut = None,
+    device: _Device = "auto",
+    cache: _Cache = None,
 ) -> None:
     """R-Precision, FID, MM-Dist, Diversity and MultiModality (Guo et al. 2022) of text models, beside
     real test motions and two retrieval baselines."""
@@ -924,14 +947,18 @@ def evaluate_text(
 @evaluate_app.command("prompts")
 def evaluate_prompts(
     text: Annotated[list[str], typer.Option("--text", "-t", help="A prompt (repeat for several).")],
-    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", "-c")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", "-c", help="Text model (default: the packaged one).")
+    ] = None,
     data: Annotated[str | None, typer.Option("--data", help="Data whose labels are the candidates.")] = None,
-    evaluator: Annotated[Path | None, typer.Option("--evaluator")] = None,
-    samples: Annotated[int, typer.Option("--num-samples", "-n")] = 4,
-    seed: Annotated[int, typer.Option()] = 0,
-    out: Annotated[Path | None, typer.Option("--out", "-o")] = None,
-    device: Annotated[str, typer.Option()] = "auto",
-    cache: Annotated[Path | None, typer.Option()] = None,
+    evaluator: Annotated[
+        Path | None, typer.Option("--evaluator", help="Evaluator folder (default: the packaged one).")
+    ] = None,
+    samples: Annotated[int, typer.Option("--num-samples", "-n", help="Motions per prompt.")] = 4,
+    seed: _Seed = 0,
+    out: _TableOut = None,
+    device: _Device = "auto",
+    cache: _Cache = None,
 ) -> None:
     """The evaluator's nearest label for generations of each prompt (does the motion match the words?)."""
     from .checkpoint import default_checkpoint
@@ -952,9 +979,9 @@ def evaluate_train_evaluator(
     data: Annotated[str, typer.Option("--data", help="Bandai-Namco folder (captions come from its labels).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the evaluator's weights.")],
     steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 3000,
-    seed: Annotated[int, typer.Option()] = 0,
-    cache: Annotated[Path | None, typer.Option()] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    seed: _Seed = 0,
+    cache: _Cache = None,
+    quiet: _Quiet = False,
 ) -> None:
     """Train the contrastive text-motion evaluator on the training split (both Bandai-Namco sets)."""
     from .config import DataConfig
@@ -972,7 +999,7 @@ def evaluate_train_evaluator(
 @evaluate_app.command("inbetween")
 def evaluate_inbetween(
     checkpoint: Annotated[list[Path], typer.Option("--checkpoint", "-c", help="Model(s) to compare.")],
-    label: Annotated[list[str] | None, typer.Option("--label", help="A row name per checkpoint.")] = None,
+    label: _Labels = None,
     method: Annotated[
         list[str] | None, typer.Option("--method", help="A method per checkpoint (replace, condition, both).")
     ] = None,
@@ -982,13 +1009,13 @@ def evaluate_inbetween(
     max_windows: Annotated[
         int | None, typer.Option("--max-windows", help="Evaluate a random subset of test windows.")
     ] = None,
-    seed: Annotated[int, typer.Option()] = 0,
-    sampler: Annotated[str | None, typer.Option()] = None,
-    steps: Annotated[int | None, typer.Option()] = None,
+    seed: _Seed = 0,
+    sampler: _Sampler = None,
+    steps: _Steps = None,
     split: Annotated[str, typer.Option(help="test (to report), or val (to choose settings on).")] = "test",
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the table as JSON.")] = None,
-    device: Annotated[str, typer.Option()] = "auto",
-    cache: Annotated[Path | None, typer.Option()] = None,
+    out: _TableOut = None,
+    device: _Device = "auto",
+    cache: _Cache = None,
 ) -> None:
     """The LAFAN1 in-betweening benchmark (L2Q, L2P, NPSS at 5/15/30/45 frames) on the test split."""
     from .evaluation import format_inbetween, inbetween_table
@@ -1011,12 +1038,12 @@ def evaluate_inbetween(
 def evaluate_dance(
     checkpoint: Annotated[list[Path], typer.Option("--checkpoint", "-c", help="Music model(s) to compare.")],
     data: Annotated[str, typer.Option("--data", help="The dance-with-melody folder or archive.")],
-    label: Annotated[list[str] | None, typer.Option("--label", help="A row name per checkpoint.")] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    label: _Labels = None,
+    seed: _Seed = 0,
     segment_seconds: Annotated[
         float, typer.Option("--segment-seconds", help="Length of the compared segments.")
     ] = 10.0,
-    steps: Annotated[int | None, typer.Option(help="Denoising steps (default: the checkpoint's).")] = None,
+    steps: _Steps = None,
     overlap: Annotated[
         int | None, typer.Option(help="Frames each window shares with the last (default: half).")
     ] = None,
@@ -1035,13 +1062,13 @@ def evaluate_dance(
             help="test (to report), or train (every other training dance: to choose sampling settings on)."
         ),
     ] = "test",
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the table as JSON.")] = None,
-    device: Annotated[str, typer.Option()] = "auto",
+    out: _TableOut = None,
+    device: _Device = "auto",
     acceleration: Annotated[
         str, typer.Option(help="Sampling speed-ups, as for generate (auto: the device's default).")
     ] = "auto",
-    cache: Annotated[Path | None, typer.Option()] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    cache: _Cache = None,
+    quiet: _Quiet = False,
 ) -> None:
     """Music to dance on the held-out songs: FID_k, FID_g, Div_k, Div_g, Beat Align Score, foot
     skating and window seams, with the real test dances and a real-segments baseline in the same run."""
