@@ -127,6 +127,9 @@ def test_export_half_precision(tiny_run: Path, tmp_path: Path, capsys: pytest.Ca
         (["generate", "-c", "{run}", "-o", "{tmp}/out.bvh", "--seconds", "0"], "--seconds must be positive"),
         (["generate", "-c", "{run}", "-o", "{tmp}/out.bvh", "--seconds", "100000"], "more than the 600 s"),
         (["generate", "-c", "{run}", "-o", "{tmp}/out.bvh", "-n", "0"], "--num-samples must be between"),
+        (["generate", "-c", "{run}", "-o", "{tmp}/out.bvh", "--steps", "0"], "steps must be between 1 and"),
+        (["render", "{void}", "{tmp}/out.mp4"], "void.npy: cannot read joint positions (EOFError"),
+        (["continue", "-c", "{run}", "-i", "{void}", "-o", "{tmp}/o.bvh"], "void.npy: cannot read joint"),
     ],
 )
 def test_bad_input_gives_one_line_and_status_2(
@@ -136,7 +139,9 @@ def test_bad_input_gives_one_line_and_status_2(
     bad.write_text(BAD_BVH)
     empty = tmp_path / "empty"
     empty.mkdir()
-    values = {"bad": bad, "tmp": tmp_path, "empty": empty, "run": tiny_run}
+    void = tmp_path / "void.npy"  # an empty file (numpy raises EOFError, which click turns into "Aborted!")
+    void.write_bytes(b"")
+    values = {"bad": bad, "tmp": tmp_path, "empty": empty, "run": tiny_run, "void": void}
     before = set(tmp_path.rglob("*"))
     code, out, err = run(capsys, *[a.format(**values) for a in args])
     assert code == 2

@@ -63,3 +63,21 @@ def test_config_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
     typo.write_text('{"trian": {}}')
     with pytest.raises(ConfigError, match="unknown field"):
         MofusionConfig().updated(load_config_file(typo))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"trian": {}}', "typo.json: unknown field(s) trian"),
+        ('{"train": {"nope": 1}}', "typo.json: train: unknown field(s) nope"),
+        ('{"train": {"lr": "fast"}}', "typo.json: train.lr must be float, got 'fast'"),
+        ('{"train": {"lr": -1}}', "typo.json: train.lr must be positive"),
+        ('{"train": 3}', "typo.json: train: expected a table, got int"),
+    ],
+)
+def test_a_config_files_error_names_the_file_then_the_field(tmp_path, text: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    typo = tmp_path / "typo.json"
+    typo.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        MofusionConfig().updated(load_config_file(typo), source=typo.name)
+    assert str(caught.value) == message

@@ -10,9 +10,15 @@ import contextlib
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+# what np.load raises for a missing, empty, truncated or damaged .npy/.npz (an empty file: EOFError,
+# a cut zip: BadZipFile, a damaged member: zlib.error, a missing key: KeyError)
+NUMPY_READ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 @contextlib.contextmanager

@@ -120,7 +120,7 @@ def train(
     # a resumed run starts from its own configuration (a preset's frame rate or window would not fit it)
     cfg = resumed if resumed is not None else preset_config(preset) if preset else MofusionConfig()
     if config is not None:
-        cfg = cfg.updated(load_config_file(config))
+        cfg = cfg.updated(load_config_file(config), source=str(config))
     overrides: dict = {"data": {}, "train": {}, "loss": {}}
     if resumed is not None and data is None:
         data = resumed.data.path
@@ -134,7 +134,7 @@ def train(
         overrides["train"]["device"] = device
     if no_kinematic:
         overrides["loss"]["kinematic"] = False
-    cfg = cfg.updated(overrides, set_ or [])
+    cfg = cfg.updated(overrides, set_ or [], source="the command line")
     if not cfg.data.path:
         raise MofusionError("no data: pass --data PATH")
     started = time.perf_counter()
@@ -663,7 +663,7 @@ def export_command(
                 f"--set {assignment}: export changes only sampling defaults (sample.*) and data.path"
             )
     ckpt = load_checkpoint(checkpoint)
-    config = ckpt.config.updated(assignments=set_ or [])
+    config = ckpt.config.updated(assignments=set_ or [], source="the command line")
     prompt_anchors = ckpt.anchors if anchors is None else _build_anchors(config, anchors, cache)
     asked = any(a.replace(" ", "").startswith("sample.anchor_prompts=") for a in set_ or [])
     if asked and config.sample.anchor_prompts and prompt_anchors is None:
@@ -737,6 +737,7 @@ def render_command(
 def _read_positions(source: Path):  # type: ignore[no-untyped-def]
     import numpy as np
 
+    from ._io import NUMPY_READ_ERRORS
     from .errors import InputError
 
     try:
@@ -751,8 +752,8 @@ def _read_positions(source: Path):  # type: ignore[no-untyped-def]
                 raise InputError(source, f"needs its sidecar {sidecar.name} (fps, parents) to be rendered")
             meta = json.loads(sidecar.read_text(encoding="utf-8"))
             fps, parents, names = float(meta["fps"]), list(meta["parents"]), list(meta["joint_names"])
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
-        raise InputError(source, f"cannot read joint positions ({exc})") from None
+    except (*NUMPY_READ_ERRORS, json.JSONDecodeError) as exc:
+        raise InputError(source, f"cannot read joint positions ({type(exc).__name__}: {exc})") from None
     if positions.ndim == 3:
         positions = positions[None]
     if positions.ndim != 4 or positions.shape[-1] != 3 or positions.shape[2] != len(parents):

@@ -380,12 +380,19 @@ class MofusionConfig:
             raise ConfigError(
                 f"{source}: format_version {version} is newer than this mofusion ({FORMAT_VERSION})"
             )
-        return _build(cls, data, source)
+        try:
+            return _build(cls, data, "")
+        except ConfigError as exc:  # say where the config came from, once, before the field
+            raise ConfigError(f"{source}: {exc}") from None
 
     def updated(
-        self, overrides: dict[str, Any] | None = None, assignments: list[str] | None = None
+        self,
+        overrides: dict[str, Any] | None = None,
+        assignments: list[str] | None = None,
+        source: str = "overrides",
     ) -> MofusionConfig:
-        """A copy with nested ``overrides`` merged and ``section.field=value`` strings applied."""
+        """A copy with nested ``overrides`` merged and ``section.field=value`` strings applied;
+        ``source`` (a config file's path, say) begins the message of an invalid value."""
         data = self.to_dict()
         if overrides:
             _merge(data, overrides)
@@ -397,7 +404,7 @@ class MofusionConfig:
             if section not in data or not isinstance(data[section], dict) or name not in data[section]:
                 raise ConfigError(f"--set: unknown field {key.strip()!r}")
             data[section][name] = _parse_literal(raw.strip())
-        return MofusionConfig.from_dict(data, "overrides")
+        return MofusionConfig.from_dict(data, source)
 
 
 RESUMABLE_FIELDS = (
@@ -458,20 +465,22 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
 
 
 def _build(cls: type, data: Any, where: str) -> Any:
+    """``cls`` from a table; ``where``: the table's dotted path ('' for the whole config)."""
+    at = f"{where}: " if where else ""
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a table, got {type(data).__name__}")
+        raise ConfigError(f"{at}expected a table, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}")
+        raise ConfigError(f"{at}unknown field(s) {', '.join(unknown)}")
     kwargs = {}
     for name, value in data.items():
-        kwargs[name] = _coerce(hints[name], value, f"{where}.{name}" if where != "config" else name)
+        kwargs[name] = _coerce(hints[name], value, f"{where}.{name}" if where else name)
     try:
         return cls(**kwargs)
     except TypeError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        raise ConfigError(f"{at}{exc}") from None
 
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:

@@ -132,7 +132,7 @@ def kinematics_table(
         generated = pipe.generate(num_samples, frames, seed=seed, sampler=sampler, steps=steps)
         row = _metrics(labels[i] if labels else str(c), generated.features, rep, ground, pipe)
         row["checkpoint"] = str(c)
-        row["sampler"] = f"{sampler or pipe.config.sample.sampler} {steps or pipe.config.sample.steps}"
+        row["sampler"] = f"{sampler or pipe.config.sample.sampler} {steps if steps is not None else pipe.config.sample.steps}"
         rows.append(row)
     for row in rows:
         row["ground_m"] = ground
@@ -321,7 +321,7 @@ def inbetween_table(
         cfg = pipe.config.sample
         sampling = {
             "sampler": sampler or cfg.sampler,
-            "steps": steps or cfg.steps,
+            "steps": cfg.steps if steps is None else steps,
             "last_step": cfg.last_step,
             "temperature": cfg.temperature,
             "smoothing_weight": cfg.smoothing_weight,

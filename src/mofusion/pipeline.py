@@ -216,8 +216,8 @@ class MotionPipeline:
                 "as input; use --method both or condition"
             )
         sample_cfg = self.config.sample
-        kind = sampler or sample_cfg.sampler
-        n_steps = steps or sample_cfg.steps
+        kind = sample_cfg.sampler if sampler is None else sampler
+        n_steps = sample_cfg.steps if steps is None else steps
         multiple = self.model.length_multiple
         padded = math.ceil(num_frames / multiple) * multiple
         generator = make_generator(seed, self.device)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._io import NUMPY_READ_ERRORS
 from .bvh import BvhData, read_bvh
 from .editing import EditMethod, EditRequest, parse_joints
 from .errors import InputError, MofusionError
@@ -62,8 +63,8 @@ def load_clip(path: str | Path, pipe: MotionPipeline) -> Clip:
             meta = json.loads(sidecar.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise InputError(exc.filename, "no such file (a .npy input needs its .json sidecar)") from None
-        except (OSError, ValueError) as exc:
-            raise InputError(path, f"cannot read joint positions ({exc})") from None
+        except NUMPY_READ_ERRORS as exc:
+            raise InputError(path, f"cannot read joint positions ({type(exc).__name__}: {exc})") from None
         if positions.ndim == 4 and positions.shape[0] == 1:
             positions = positions[0]
         if positions.ndim != 3 or positions.shape[1:] != (skeleton.num_joints, 3):

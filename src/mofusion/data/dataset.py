@@ -16,8 +16,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import zipfile
-import zlib
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -29,7 +27,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .._io import atomic_path, atomic_write_json
+from .._io import NUMPY_READ_ERRORS, atomic_path, atomic_write_json
 from ..bvh import read_bvh
 from ..captions import caption_label
 from ..config import DataConfig
@@ -158,7 +156,7 @@ class ClipCollection:
                 features = data["features"].astype(np.float32)
                 offsets = data["offsets"].astype(np.int64)
                 condition = data["condition"].astype(np.float32) if "condition" in data.files else None
-        except (OSError, ValueError, KeyError) as exc:
+        except (*NUMPY_READ_ERRORS, json.JSONDecodeError) as exc:
             raise InputError(path, f"not a mofusion feature cache ({exc})") from None
         if meta.get("version") != CACHE_VERSION:
             raise InputError(path, f"feature cache version {meta.get('version')} (expected {CACHE_VERSION})")
@@ -455,14 +453,11 @@ def _other_components(shape: tuple[int, ...], largest: np.ndarray) -> np.ndarray
 
 
 # what reading a damaged .npz raises (a truncated zip, a corrupt compressed member, a missing array)
-_NPZ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
-
-
 def _load_npz(path: Path, cfg: DataConfig, cache: str | Path | None, progress: bool) -> ClipCollection:
     try:
         with np.load(path, allow_pickle=False) as data:
             is_pack = "rotations" in data.files
-    except _NPZ_ERRORS as exc:
+    except NUMPY_READ_ERRORS as exc:
         raise InputError(path, f"not a readable .npz ({exc})") from None
     if not is_pack:
         return ClipCollection.load(path)
@@ -478,7 +473,7 @@ def _load_npz(path: Path, cfg: DataConfig, cache: str | Path | None, progress: b
             rotations = _pack_rotations(data, path)
             roots = data["roots"].astype(np.float64)
             offsets = data["offsets"].astype(np.int64)
-    except (*_NPZ_ERRORS, json.JSONDecodeError) as exc:
+    except (*NUMPY_READ_ERRORS, json.JSONDecodeError) as exc:
         raise InputError(path, f"a damaged motion pack ({type(exc).__name__}: {exc})") from None
     if roots.shape != (len(rotations), 3) or offsets[0] != 0 or offsets[-1] != len(rotations):
         raise InputError(path, "a damaged motion pack (its arrays disagree in length)")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._io import NUMPY_READ_ERRORS
 from ..errors import InputError
 from ..presets import HUMANML3D_FPS, smpl22_humanml3d_spec
 from .dataset import ClipCollection
@@ -82,7 +83,7 @@ def load_humanml3d(root: str | Path, split: str = "train") -> tuple[ClipCollecti
     for name in ("Mean.npy", "Std.npy"):
         try:
             value = np.load(root / name, allow_pickle=False)
-        except (OSError, ValueError) as exc:
+        except NUMPY_READ_ERRORS as exc:
             raise InputError(root / name, f"cannot read ({exc})") from None
         if value.shape != (HUMANML3D_DIM,):
             raise InputError(root / name, f"expected shape ({HUMANML3D_DIM},), got {value.shape}")
@@ -96,7 +97,7 @@ def load_humanml3d(root: str | Path, split: str = "train") -> tuple[ClipCollecti
             motion = np.load(vec_path, allow_pickle=False)
         except FileNotFoundError:
             continue  # the data set's own loader skips names whose motion is missing
-        except (OSError, ValueError) as exc:
+        except NUMPY_READ_ERRORS as exc:
             raise InputError(vec_path, f"cannot read ({exc})") from None
         if motion.ndim != 2 or motion.shape[1] != HUMANML3D_DIM:
             raise InputError(vec_path, f"expected (T, {HUMANML3D_DIM}) features, got {motion.shape}")
