@@ -126,6 +126,10 @@ def resample_audio(samples: np.ndarray, rate: int, new_rate: int) -> np.ndarray:
 
 def _short(exc: BaseException, path: Path) -> str:
     text = str(exc).strip().replace(f"'{path}'", "the file")
+    if "does not exist or is not a regular file" in text:
+        # libsndfile's words for a file that is there but whose contents no decoder recognises
+        # (text named .mp3, say): the file was checked to exist before this
+        return "its contents are not in an audio format that libsndfile reads: wav, flac, ogg, mp3"
     return text.splitlines()[0] if text else type(exc).__name__
 
 
