@@ -132,7 +132,8 @@ def kinematics_table(
         generated = pipe.generate(num_samples, frames, seed=seed, sampler=sampler, steps=steps)
         row = _metrics(labels[i] if labels else str(c), generated.features, rep, ground, pipe)
         row["checkpoint"] = str(c)
-        row["sampler"] = f"{sampler or pipe.config.sample.sampler} {steps if steps is not None else pipe.config.sample.steps}"
+        used = pipe.config.sample
+        row["sampler"] = f"{sampler or used.sampler} {used.steps if steps is None else steps}"
         rows.append(row)
     for row in rows:
         row["ground_m"] = ground
