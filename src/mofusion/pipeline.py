@@ -150,6 +150,8 @@ class MotionPipeline:
         UTF-8), each read with its anchor caption when :attr:`prompt_anchors` is set, and those
         captions (None when prompts are read alone); with ``repeat``, one prompt for that many
         samples."""
+        if not texts:
+            raise MofusionError("no prompt given: pass at least one text")
         tokens, mask, read_with = read_prompts(self.config.condition, texts, self.device, self.prompt_anchors)
         if repeat > 1:
             if len(texts) != 1:
@@ -160,6 +162,49 @@ class MotionPipeline:
     @property
     def fps(self) -> float:
         return self.spec.fps
+
+    def _check_request(
+        self,
+        num_samples: int,
+        num_frames: int,
+        cond: Tensor | None,
+        cond_mask: Tensor | None,
+        known: Tensor | None,
+        known_mask: Tensor | None,
+    ) -> None:
+        """One clear error for a :meth:`generate` call whose inputs do not fit together, before any
+        work (they would otherwise fail deep in a convolution, or as NaN motions)."""
+        most = int(MAX_SECONDS * self.fps)
+        if not 1 <= num_frames <= most:
+            raise MofusionError(
+                f"num_frames must be between 1 and {most} ({MAX_SECONDS:.0f} s), got {num_frames}"
+            )
+        if cond is not None:
+            if self.config.condition.kind == "none":
+                raise MofusionError("this model is unconditional: it takes no cond")
+            if cond.ndim != 3 or cond.shape[0] != num_samples:
+                raise MofusionError(
+                    f"cond must be (num_samples={num_samples}, length, width), got {tuple(cond.shape)}"
+                )
+            if cond_mask is not None and tuple(cond_mask.shape) != tuple(cond.shape[:2]):
+                raise MofusionError(
+                    f"cond_mask must be {tuple(cond.shape[:2])} like cond's first two sizes, "
+                    f"got {tuple(cond_mask.shape)}"
+                )
+            if not torch.isfinite(cond).all():
+                raise MofusionError("cond holds NaN or infinite values")
+        elif cond_mask is not None:
+            raise MofusionError("cond_mask was given without cond")
+        expected = (num_samples, num_frames, self.spec.dim)
+        for name, value in (("known", known), ("known_mask", known_mask)):
+            if value is not None and tuple(value.shape) != expected:
+                raise MofusionError(
+                    f"{name} must be (samples, frames, features) = {expected}, got {tuple(value.shape)}"
+                )
+        if (known is None) != (known_mask is None):
+            raise MofusionError("known and known_mask go together: give both or neither")
+        if known is not None and not torch.isfinite(known[known_mask.bool()]).all():  # type: ignore[index]
+            raise MofusionError("known holds NaN or infinite values where known_mask is set")
 
     @property
     def edit_method(self) -> EditMethod:
@@ -203,6 +248,7 @@ class MotionPipeline:
         """
         if num_samples < 1:
             raise MofusionError("--num-samples must be at least 1")
+        self._check_request(num_samples, num_frames, cond, cond_mask, known, known_mask)
         method = method or self.edit_method
         if (
             known_mask is not None
