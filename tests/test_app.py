@@ -109,6 +109,7 @@ def test_edit_an_earlier_motion_and_an_upload(client: TestClient, tmp_path: Path
         ({"text": "a person", "samples": 9}, 422, "less than or equal"),
         ({"text": "a person", "guidance": -1}, 422, "greater than or equal"),
         ({"text": "a person", "model": "nope"}, 404, "no model"),
+        ({"text": "a person", "second": 3}, 422, "Extra inputs are not permitted"),
     ],
 )
 def test_generate_refusals(client: TestClient, body: dict[str, Any], status: int, words: str) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..checkpoint import packaged_name
 from ..encoders import check_text
@@ -46,6 +46,9 @@ BVH_TYPES = {"", "application/octet-stream", "text/plain", "application/x-bvh", 
 
 class GenerateRequest(BaseModel):
     """A text (or unconditional) generation."""
+
+    # a misspelt field ("second") is refused (422), not ignored for its default
+    model_config = ConfigDict(extra="forbid")
 
     text: str | None = Field(None, max_length=1000, description="What the motion shows (text models).")
     seconds: float = Field(6.0, gt=0, le=MAX_SECONDS, description="Duration of each motion.")
