@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,22 @@ def test_focus_timesteps_are_drawn_for_their_share_of_windows(
         drawn("outside", {"focus_timesteps": [100], "focus_share": 0.5})
     with pytest.raises(MofusionError, match="needs train.focus_timesteps"):
         drawn("empty", {"focus_share": 0.5})
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("tpu", "unknown device 'tpu'"),
+        ("meta", "device 'meta' is not supported"),
+        ("cuda:99", "cuda"),
+        ("mps", "mps"),
+    ],
+)
+def test_a_device_this_machine_lacks_is_one_clear_error(name: str, words: str) -> None:
+    from mofusion.training import resolve_device
+
+    if name == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    with pytest.raises(MofusionError, match=re.escape(words)):
+        resolve_device(name)
+    assert resolve_device("cpu") == torch.device("cpu")

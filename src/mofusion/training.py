@@ -39,14 +39,25 @@ from .representation import MotionRepresentation, Normalizer, feature_mirror
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device ``name`` (``auto``: the GPU if there is one), or one clear error if this machine
+    has no such device, rather than PyTorch's traceback at the first tensor put there."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
         raise MofusionError(f"unknown device {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise MofusionError("device cuda was asked for, but no CUDA GPU is available")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise MofusionError("device cuda was asked for, but no CUDA GPU is available")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise MofusionError(f"device {name} was asked for, but this machine has {count} CUDA GPU(s)")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise MofusionError("device mps was asked for, but Apple's MPS is not available here")
+    elif device.type != "cpu":
+        raise MofusionError(f"device {name!r} is not supported: use cpu, cuda, cuda:N, mps or auto")
     return device
 
 
