@@ -159,7 +159,7 @@ class MotionPipeline:
         UTF-8), each read with its anchor caption when :attr:`prompt_anchors` is set, and those
         captions (None when prompts are read alone); with ``repeat``, one prompt for that many
         samples."""
-        if not texts:
+        if len(texts) == 0:  # (a NumPy array of texts has no truth value)
             raise MofusionError("no prompt given: pass at least one text")
         tokens, mask, read_with = read_prompts(self.config.condition, texts, self.device, self.prompt_anchors)
         if repeat > 1:
