@@ -73,3 +73,22 @@ def test_two_processes_equal_one_with_the_doubled_batch(
     assert _losses(ddp) == pytest.approx(_losses(single), rel=1e-5)
     a, b = _weights(ddp, 10), _weights(single, 10)
     assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) < 1e-5
+
+
+def test_close_lets_the_wrapper_go_before_it_destroys_the_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    """accelerate's reference to the DDP wrapper (whose reducer holds the group) is dropped before
+    the group is destroyed: destroyed the other way round, a rank could abort at exit
+    (bench/ddp_teardown.py)."""
+    calls: list[str] = []
+
+    class Accelerator:
+        def free_memory(self) -> None:
+            calls.append("free_memory")
+
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "destroy_process_group", lambda: calls.append("destroy"))
+    Distributed(world_size=2, rank=1, accelerator=Accelerator()).close()
+    assert calls == ["free_memory", "destroy"]
+    calls.clear()
+    Distributed().close()  # a single process has no group to leave
+    assert calls == []

@@ -157,7 +157,9 @@ def train(
     val = f", val loss {result.last_val['val_loss']:.4f}" if result.last_val else ""
     if main:
         _echo(f"trained to step {result.step} in {minutes:.1f} min{val}; checkpoint: {result.checkpoint}")
-    trainer.dist.close()
+    dist = trainer.dist
+    del trainer  # its DDP wrapper holds the process group, which close() then destroys
+    dist.close()
 
 
 # -- generate --------------------------------------------------------------------------------------
