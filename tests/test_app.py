@@ -221,6 +221,69 @@ def test_a_failing_job_does_not_stop_the_worker() -> None:
     assert jobs[2].result == 42 and queue.pending == 0
 
 
+def test_closing_the_queue_stops_the_running_job_and_the_queued_ones() -> None:
+    queue = JobQueue(max_pending=4)
+    started, ran = threading.Event(), threading.Event()
+
+    def steps(progress: Any) -> None:  # a generation: a progress report per denoising step
+        started.set()
+        while True:
+            progress(0.5)
+            time.sleep(0.01)
+
+    running, waiting = queue.submit("t", steps), queue.submit("t", lambda p: ran.set())
+    assert started.wait(10)
+    queue.close(timeout=10)
+    assert not queue._worker.is_alive()
+    assert running.status == waiting.status == "failed" and not ran.is_set()
+    assert running.error == "the server stopped before this job finished"
+
+
+def test_ctrl_c_during_a_generation_ends_the_server_cleanly(tmp_path: Path) -> None:
+    """The worker thread is stopped and joined on shutdown: left inside PyTorch as the interpreter
+    exited, it aborted the process ("terminate called without an active exception")."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mofusion.cli", "serve", "--port", str(port), "--device", "cpu"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/api/info", timeout=2).read()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.2)
+        body = json.dumps({"text": "a person walks", "seconds": 60, "samples": 4}).encode()
+        request = urllib.request.Request(
+            f"{base}/api/generate", body, {"content-type": "application/json"}, method="POST"
+        )
+        job = json.loads(urllib.request.urlopen(request, timeout=10).read())["job"]
+        deadline = time.monotonic() + 30
+        while (
+            json.loads(urllib.request.urlopen(f"{base}/api/jobs/{job}", timeout=5).read())["status"]
+            != "running"
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        server.send_signal(signal.SIGINT)
+        _, stderr = server.communicate(timeout=60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert "terminate called" not in stderr, stderr[-2000:]
+    assert server.returncode == 0, stderr[-2000:]
+
+
 # -- the page in a real browser -------------------------------------------------------------------
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

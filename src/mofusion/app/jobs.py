@@ -23,6 +23,10 @@ from ..errors import MofusionError
 Progress = Callable[[float], None]
 
 
+class JobCancelled(Exception):
+    """Raised inside a job's work at its next progress report once the queue is closing."""
+
+
 class QueueFull(Exception):
     """No room for another job; ``retry_after`` is a fair guess in seconds."""
 
@@ -58,6 +62,7 @@ class JobQueue:
         self._ids = itertools.count(1)
         self._durations: list[float] = []
         self._pending = 0
+        self._stopping = threading.Event()
         self._worker = threading.Thread(target=self._run, name="mofusion-worker", daemon=True)
         self._worker.start()
 
@@ -104,11 +109,17 @@ class JobQueue:
             job.status, job.started = "running", time.monotonic()
 
             def progress(value: float, job: Job = job) -> None:
+                if self._stopping.is_set():
+                    raise JobCancelled
                 job.progress = min(1.0, max(job.progress, float(value)))
 
             try:
+                if self._stopping.is_set():
+                    raise JobCancelled
                 job.result = work(progress)
                 job.progress, job.status = 1.0, "done"
+            except JobCancelled:
+                job.status, job.error = "failed", "the server stopped before this job finished"
             except MofusionError as exc:
                 job.status, job.error = "failed", str(exc)
             except Exception as exc:  # noqa: BLE001 - a failed job must never stop the worker
@@ -119,5 +130,12 @@ class JobQueue:
                     self._pending -= 1
                     self._durations = (self._durations + [job.finished - job.started])[-20:]
 
-    def close(self) -> None:
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the worker and wait for it (at most ``timeout`` seconds): the running job ends at its
+        next progress report (a denoising step), the queued ones fail without running. A worker
+        still inside PyTorch when the interpreter exits aborts the process ("terminate called
+        without an active exception", seen on Ctrl-C during a generation)."""
+        self._stopping.set()
         self._queue.put(None)
+        if self._worker is not threading.current_thread():
+            self._worker.join(timeout)

@@ -10,11 +10,14 @@ page and three.js are served from the package.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import itertools
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -104,12 +107,20 @@ def create_app(
     """The app around loaded models (``{name: pipeline}``; the first is the default)."""
     if not pipelines:
         raise MofusionError("the server needs at least one model")
+    queue = jobs or JobQueue(max_pending)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        # on shutdown (Ctrl-C): the running job stops at its next step and the worker is joined
+        await asyncio.to_thread(queue.close)
+
     app = FastAPI(
         title="mofusion",
         description="Text-to-motion, music-to-dance and editing with a 1-D convolutional diffusion U-Net.",
         version="0.1.0",
+        lifespan=lifespan,
     )
-    queue = jobs or JobQueue(max_pending)
     store = MotionStore()
     render_lock = threading.Lock()
     names = list(pipelines)
