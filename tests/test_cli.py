@@ -243,3 +243,38 @@ def test_first_line_of_a_library_error() -> None:
     )
     assert first_line(RuntimeError("\n  leading blank line\nmore")) == "leading blank line"
     assert first_line(RuntimeError("")) == "RuntimeError"
+
+
+def test_a_stopped_training_run_says_where_to_resume(
+    bandai_root: Path, session_cache: Path, tmp_path: Path
+) -> None:
+    """SIGTERM (a preempted job; Ctrl-C is the same) to `mofusion train`: exit status 130, a
+    checkpoint of the last step, and one line saying how to continue."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "mofusion.cli", "train", "--preset", "tiny", "--data", str(bandai_root),
+               "--subset", "dataset-1", "--cache", str(session_cache), "--out", str(run_dir), "-q",
+               "--max-steps", "100000", "--set", "train.checkpoint_every=100000", "--set", "train.log_every=5"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / "metrics.jsonl").is_file():  # training has begun
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()  # type: ignore[union-attr]
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    last = stderr.strip().splitlines()[-1]
+    step = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+    assert last == (
+        f"mofusion: interrupted at step {step}: checkpoint {run_dir}/checkpoints/step-{step:08d} written; "
+        f"continue with: mofusion train --out {run_dir} --resume {run_dir}"
+    ), last
+    assert (run_dir / "latest").read_text().strip().endswith(f"step-{step:08d}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from mofusion import checkpoint as checkpoint_module
 from mofusion.checkpoint import load_checkpoint, resolve
 from mofusion.config import preset_config
 from mofusion.errors import MofusionError
-from mofusion.training import Trainer
+from mofusion.training import Trainer, TrainingInterrupted
 
 
 def tiny(bandai_root: Path, steps: int):  # type: ignore[no-untyped-def]
@@ -171,3 +173,29 @@ def test_a_device_this_machine_lacks_is_one_clear_error(name: str, words: str) -
     with pytest.raises(MofusionError, match=re.escape(words)):
         resolve_device(name)
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_stops_after_the_step_with_a_checkpoint_of_it(
+    signum: int, bandai_root: Path, bandai_dataset, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """A signal during training (here while step 4 is logged) lets that step's successor finish,
+    checkpoints it and raises TrainingInterrupted, which says where to resume; a resumed run takes
+    the same steps as a straight one (test above), so nothing trained is lost."""
+    config = tiny(bandai_root, 1000).updated({"train": {"log_every": 2, "checkpoint_every": 1000}})
+    trainer = Trainer(config, tmp_path / "run", dataset=bandai_dataset, progress=False)
+
+    def signal_at_step_4(entry: dict) -> None:
+        if entry["step"] == 4:
+            os.kill(os.getpid(), signum)
+
+    before = signal.getsignal(signum)
+    with pytest.raises(TrainingInterrupted, match=r"at step 5: checkpoint .*step-00000005 written"):
+        trainer.fit(on_log=signal_at_step_4)
+    assert signal.getsignal(signum) is before  # the handlers are put back
+    assert resolve(tmp_path / "run").name == "step-00000005"
+    assert load_checkpoint(tmp_path / "run").step == 5
+    resumed = Trainer(
+        config, tmp_path / "run", dataset=bandai_dataset, resume=tmp_path / "run", progress=False
+    )
+    assert resumed.step == 5

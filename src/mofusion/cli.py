@@ -108,7 +108,7 @@ def train(
     """Train a motion diffusion model."""
     from .checkpoint import load_checkpoint
     from .config import MofusionConfig, assigned_fields, load_config_file, preset_config, resume_changes
-    from .training import Trainer
+    from .training import Trainer, TrainingInterrupted
 
     resumed = load_checkpoint(resume).config if resume is not None else None
     if resumed is not None and preset is not None and preset != resumed.preset:
@@ -152,14 +152,22 @@ def train(
             f"{trainer.dataset.collection.num_clips} clips, {len(trainer.dataset.split['train'])} for "
             f"training; features: {trainer.dataset.spec.dim}; device: {trainer.device}{processes}"
         )
-    result = trainer.fit()
+    stopped = None
+    try:
+        result = trainer.fit()
+    except TrainingInterrupted as exc:  # Ctrl-C or SIGTERM: every rank stopped at the same step
+        stopped = str(exc)
+    dist = trainer.dist
+    del trainer  # its DDP wrapper holds the process group, which close() then destroys
+    dist.close()
+    if stopped is not None:
+        if main:  # rank 0 says where to resume (typer turns a KeyboardInterrupt into a silent 130)
+            _echo(f"mofusion: interrupted {stopped}")
+        raise typer.Exit(130)
     minutes = (time.perf_counter() - started) / 60
     val = f", val loss {result.last_val['val_loss']:.4f}" if result.last_val else ""
     if main:
         _echo(f"trained to step {result.step} in {minutes:.1f} min{val}; checkpoint: {result.checkpoint}")
-    dist = trainer.dist
-    del trainer  # its DDP wrapper holds the process group, which close() then destroys
-    dist.close()
 
 
 # -- generate --------------------------------------------------------------------------------------

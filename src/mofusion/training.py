@@ -12,9 +12,11 @@ import hashlib
 import json
 import math
 import shutil
+import signal
+import threading
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,38 @@ def resolve_device(name: str) -> torch.device:
     elif device.type != "cpu":
         raise MofusionError(f"device {name!r} is not supported: use cpu, cuda, cuda:N, mps or auto")
     return device
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped :meth:`Trainer.fit` after a whole step, with a checkpoint of it."""
+
+
+@contextmanager
+def _stop_requests() -> Iterator[threading.Event]:
+    """While training, SIGINT (Ctrl-C) and SIGTERM (a cluster's preemption, ``kill``) ask the loop to
+    stop after the step in progress instead of interrupting it: an optimiser step cut short would
+    leave weights half-updated, and what was trained since the last checkpoint would be lost. A
+    second Ctrl-C interrupts at once. Python delivers signals to the main thread only, so elsewhere
+    (and for a signal the process ignores, as under ``nohup``) nothing changes."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def ask_to_stop(signum: int, _: Any) -> None:
+        if requested.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        requested.set()
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(sig, ask_to_stop)
+    try:
+        yield requested
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def step_seed(seed: int, step: int, stream: str) -> int:
@@ -527,38 +561,48 @@ class Trainer:
         accum_n = 0
         started = tick = time.perf_counter()
         deadline = started + cfg.max_minutes * 60 if cfg.max_minutes > 0 else math.inf
-        while self.step < cfg.max_steps:
-            record = self.train_step()
-            for k, v in record.items():
-                accum[k] = accum[k] + v if k in accum else v
-            accum_n += 1
-            bar.update()
-            out_of_time = time.perf_counter() > deadline
-            if deadline < math.inf:  # every rank must stop at the same step
-                out_of_time = self.dist.any(out_of_time)
-            done = self.step >= cfg.max_steps or out_of_time
-            if self.step % cfg.log_every == 0 or done:
-                entry = self._log_entry(accum, accum_n, time.perf_counter() - tick, window_frames)
-                if main:
-                    if self.step % cfg.val_every == 0 or done:
-                        last_val = self.validate()
-                        entry.update(last_val)
-                    with open(log_path, "a", encoding="utf-8") as handle:
-                        handle.write(json.dumps(entry) + "\n")
-                    bar.set_postfix(
-                        loss=f"{entry['loss']:.4f}",
-                        **({"val": f"{last_val['val_loss']:.4f}"} if last_val else {}),
-                    )
-                    if on_log is not None:
-                        on_log(entry)
-                accum, accum_n = {}, 0
-                tick = time.perf_counter()
-            if main and (self.step % cfg.checkpoint_every == 0 or done):
-                checkpoint = self.save()
-            if out_of_time:
-                break
+        interrupted = False
+        with _stop_requests() as stop_requested:
+            while self.step < cfg.max_steps:
+                record = self.train_step()
+                for k, v in record.items():
+                    accum[k] = accum[k] + v if k in accum else v
+                accum_n += 1
+                bar.update()
+                out_of_time = time.perf_counter() > deadline
+                if deadline < math.inf:  # every rank must stop at the same step
+                    out_of_time = self.dist.any(out_of_time)
+                interrupted = stop_requested.is_set()
+                if self.dist.enabled:  # the ranks agree at log steps, where they synchronise anyway
+                    interrupted = self.step % cfg.log_every == 0 and self.dist.any(interrupted)
+                done = self.step >= cfg.max_steps or out_of_time or interrupted
+                if self.step % cfg.log_every == 0 or done:
+                    entry = self._log_entry(accum, accum_n, time.perf_counter() - tick, window_frames)
+                    if main:
+                        if self.step % cfg.val_every == 0 or done:
+                            last_val = self.validate()
+                            entry.update(last_val)
+                        with open(log_path, "a", encoding="utf-8") as handle:
+                            handle.write(json.dumps(entry) + "\n")
+                        bar.set_postfix(
+                            loss=f"{entry['loss']:.4f}",
+                            **({"val": f"{last_val['val_loss']:.4f}"} if last_val else {}),
+                        )
+                        if on_log is not None:
+                            on_log(entry)
+                    accum, accum_n = {}, 0
+                    tick = time.perf_counter()
+                if main and (self.step % cfg.checkpoint_every == 0 or done):
+                    checkpoint = self.save()
+                if out_of_time or interrupted:
+                    break
         bar.close()
         self.dist.barrier()  # the last checkpoint is written before any rank returns
+        if interrupted:
+            raise TrainingInterrupted(
+                f"at step {self.step}: checkpoint {checkpoint} written; continue with: "
+                f"mofusion train --out {self.run_dir} --resume {self.run_dir}"
+            )
         return TrainResult(self.run_dir, self.step, checkpoint, last_val)
 
     def _log_entry(
