@@ -259,7 +259,10 @@ def test_a_stopped_training_run_says_where_to_resume(
     command = [sys.executable, "-m", "mofusion.cli", "train", "--preset", "tiny", "--data", str(bandai_root),
                "--subset", "dataset-1", "--cache", str(session_cache), "--out", str(run_dir), "-q",
                "--max-steps", "100000", "--set", "train.checkpoint_every=100000", "--set", "train.log_every=5"]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL),  # not an inherited SIG_IGN
+    )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
         while not (run_dir / "metrics.jsonl").is_file():  # training has begun

@@ -189,10 +189,16 @@ def test_ctrl_c_or_sigterm_stops_after_the_step_with_a_checkpoint_of_it(
         if entry["step"] == 4:
             os.kill(os.getpid(), signum)
 
-    before = signal.getsignal(signum)
-    with pytest.raises(TrainingInterrupted, match=r"at step 5: checkpoint .*step-00000005 written"):
-        trainer.fit(on_log=signal_at_step_4)
-    assert signal.getsignal(signum) is before  # the handlers are put back
+    # the signal's usual handler, whatever this process inherited (a shell ignores SIGINT in a
+    # background job, and training leaves an ignored signal ignored)
+    usual = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+    inherited = signal.signal(signum, usual)
+    try:
+        with pytest.raises(TrainingInterrupted, match=r"at step 5: checkpoint .*step-00000005 written"):
+            trainer.fit(on_log=signal_at_step_4)
+        assert signal.getsignal(signum) is usual  # the handlers are put back
+    finally:
+        signal.signal(signum, inherited)
     assert resolve(tmp_path / "run").name == "step-00000005"
     assert load_checkpoint(tmp_path / "run").step == 5
     resumed = Trainer(

@@ -598,7 +598,7 @@ class Trainer:
                     break
         bar.close()
         self.dist.barrier()  # the last checkpoint is written before any rank returns
-        if interrupted:
+        if interrupted and self.step < cfg.max_steps:  # (a run that got to its end is complete)
             raise TrainingInterrupted(
                 f"at step {self.step}: checkpoint {checkpoint} written; continue with: "
                 f"mofusion train --out {self.run_dir} --resume {self.run_dir}"
