@@ -4,6 +4,9 @@ a session cache for unpacked archives and processed features, and small real-dat
 from __future__ import annotations
 
 import os
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,22 @@ def _require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"real data not found at {path} (set MOFUSION_SHARED_DATA or place ../shared/data)")
     return path
+
+
+def signal_when_ready(process: subprocess.Popen[str], ready: Callable[[], bool], signum: int) -> str:
+    """Wait (up to 120 s, the process still running) until ``ready()``, send ``signum``, and return
+    the process's stderr once it has ended; it is killed if anything fails on the way."""
+    try:
+        deadline = time.monotonic() + 120
+        while not ready():
+            assert process.poll() is None, f"the process ended early: {process.communicate()[1][-2000:]}"
+            assert time.monotonic() < deadline, "the process did not get ready in 120 s"
+            time.sleep(0.1)
+        process.send_signal(signum)
+        return process.communicate(timeout=60)[1]
+    finally:
+        if process.poll() is None:
+            process.kill()
 
 
 @pytest.fixture(scope="session")

@@ -248,38 +248,31 @@ def test_ctrl_c_during_a_generation_ends_the_server_cleanly(tmp_path: Path) -> N
     import sys
     import urllib.request
 
+    from conftest import signal_when_ready
+
     port = _free_port()
+    base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         [sys.executable, "-m", "mofusion.cli", "serve", "--port", str(port), "--device", "cpu"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/api/info", timeout=2).read()
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.2)
-        body = json.dumps({"text": "a person walks", "seconds": 60, "samples": 4}).encode()
-        request = urllib.request.Request(
-            f"{base}/api/generate", body, {"content-type": "application/json"}, method="POST"
-        )
-        job = json.loads(urllib.request.urlopen(request, timeout=10).read())["job"]
-        deadline = time.monotonic() + 30
-        while (
-            json.loads(urllib.request.urlopen(f"{base}/api/jobs/{job}", timeout=5).read())["status"]
-            != "running"
-        ):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        server.send_signal(signal.SIGINT)
-        _, stderr = server.communicate(timeout=60)
-    finally:
-        if server.poll() is None:
-            server.kill()
+    job: list[str] = []
+
+    def generating() -> bool:
+        """The server is up, and a long generation was submitted and is running."""
+        try:
+            if not job:
+                body = json.dumps({"text": "a person walks", "seconds": 60, "samples": 4}).encode()
+                request = urllib.request.Request(
+                    f"{base}/api/generate", body, {"content-type": "application/json"}, method="POST"
+                )
+                job.append(json.loads(urllib.request.urlopen(request, timeout=10).read())["job"])
+            state = json.loads(urllib.request.urlopen(f"{base}/api/jobs/{job[0]}", timeout=5).read())
+            return bool(state["status"] == "running")
+        except OSError:  # not listening yet
+            return False
+
+    stderr = signal_when_ready(server, generating, signal.SIGINT)
     assert "terminate called" not in stderr, stderr[-2000:]
     assert server.returncode == 0, stderr[-2000:]
 

@@ -253,7 +253,8 @@ def test_a_stopped_training_run_says_where_to_resume(
     import signal
     import subprocess
     import sys
-    import time
+
+    from conftest import signal_when_ready
 
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "mofusion.cli", "train", "--preset", "tiny", "--data", str(bandai_root),
@@ -263,16 +264,8 @@ def test_a_stopped_training_run_says_where_to_resume(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL),  # not an inherited SIG_IGN
     )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while not (run_dir / "metrics.jsonl").is_file():  # training has begun
-            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()  # type: ignore[union-attr]
-            time.sleep(0.1)
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    # once training has begun
+    stderr = signal_when_ready(process, (run_dir / "metrics.jsonl").is_file, signal.SIGTERM)
     assert process.returncode == 130, stderr
     last = stderr.strip().splitlines()[-1]
     step = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["step"]
