@@ -260,10 +260,12 @@ def test_a_stopped_training_run_says_where_to_resume(
     command = [sys.executable, "-m", "mofusion.cli", "train", "--preset", "tiny", "--data", str(bandai_root),
                "--subset", "dataset-1", "--cache", str(session_cache), "--out", str(run_dir), "-q",
                "--max-steps", "100000", "--set", "train.checkpoint_every=100000", "--set", "train.log_every=5"]  # fmt: skip
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL),  # not an inherited SIG_IGN
-    )  # fmt: skip
+    # the child inherits an ignored SIGTERM, so it starts from the default (no preexec_fn: threads)
+    inherited = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGTERM, inherited)
     # once training has begun
     stderr = signal_when_ready(process, (run_dir / "metrics.jsonl").is_file, signal.SIGTERM)
     assert process.returncode == 130, stderr
